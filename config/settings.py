@@ -1,0 +1,92 @@
+"""All assetq settings in one place.
+
+Every field can be set from the environment as ``ASSETQ_<FIELD>`` (upper case),
+or from a ``.env`` file in the working directory. Celery's own settings are
+derived from these in ``worker/app.py`` so the two never disagree.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_model_dir() -> Path:
+    return Path.home() / ".cache" / "assetq" / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASSETQ_", env_file=".env", extra="ignore")
+
+    # --- Redis: broker, batch state, results ---------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Broker and result store (redis:// or rediss://).")
+    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url.")
+    result_ttl_s: int = Field(7 * 24 * 3600, description="Expiry of per-asset results and batch records in Redis.")
+    results_stream: str = Field("assetq:results", description="Redis stream every finished asset is appended to.")
+    results_stream_maxlen: int = Field(1_000_000, description="Approximate cap on the results stream length.")
+
+    # --- S3 results sink (standard boto3 credential chain) ---------------------
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto); None means AWS.")
+    s3_bucket: str | None = Field(None, description="Default bucket for results; None disables the S3 sink.")
+    s3_prefix: str = Field("assetq/", description="Key prefix for results: <prefix><batch>/<asset>.json.")
+    s3_region: str | None = Field(None, description="Region for the S3 client.")
+    s3_access_key_id: SecretStr | None = Field(None, description="Overrides the boto3 chain when set.")
+    s3_secret_access_key: SecretStr | None = Field(None, description="Overrides the boto3 chain when set.")
+    s3_connect_timeout_s: float = Field(5.0, description="S3 connect timeout.")
+    s3_read_timeout_s: float = Field(30.0, description="S3 read timeout.")
+
+    # --- models ------------------------------------------------------------
+    model_dir: Path = Field(default_factory=_default_model_dir, description="Model root: <task>/<modelName>/<type>/model.onnx.")
+    model_ttl_s: int = Field(600, description="Unload a model idle for this long (0 = never).")
+    preload: bool = Field(True, description="Load and warm the installed models when a worker process starts.")
+    warmup: bool = Field(True, description="Run one dummy batch after loading a model.")
+
+    # --- device and runtime --------------------------------------------------
+    device: str = Field("cpu", description="'cpu' or a CUDA device index; workers set it from --device.")
+    intra_op_threads: int = Field(0, description="onnxruntime intra-op threads (0 = onnxruntime's default).")
+    inter_op_threads: int = Field(1, description="onnxruntime inter-op threads.")
+    gpu_mem_limit_mb: int = Field(0, description="CUDA arena limit per session (0 = unlimited).")
+    cuda_arena_extend_strategy: str = Field("kSameAsRequested", description="CUDA arena growth strategy.")
+    denormal_as_zero: bool = Field(True, description="Flush subnormal floats to zero where a model is verified unaffected.")
+
+    # --- batching ---------------------------------------------------------------
+    chunk_size: int = Field(16, description="Assets per task (one chunk is decoded and batched together).")
+    face_batch_size: int = Field(32, description="Max faces per recognition batch.")
+    text_batch_size: int = Field(32, description="Max text lines per recognition batch.")
+    clip_batch_size: int = Field(16, description="Max images per CLIP visual batch.")
+    detection_batch_size: int = Field(8, description="Max images per detection batch.")
+
+    # --- images -------------------------------------------------------------
+    max_image_pixels: int = Field(50_000_000, description="Refuse images larger than this many pixels (decompression bombs).")
+    max_image_bytes: int = Field(200 * 1024 * 1024, description="Refuse encoded files larger than this.")
+    allowed_roots: list[Path] = Field(default_factory=list, description="file:// URIs must resolve inside one of these (empty = any local path for local runs, none for workers unless set).")
+
+    # --- worker behaviour -------------------------------------------------------
+    queue: str = Field("cpu", description="Queue a CPU worker consumes; GPU workers use gpu_queue.")
+    gpu_queue: str = Field("gpu", description="Queue GPU-pinned workers consume.")
+    concurrency: int = Field(1, description="Worker pool processes per device.")
+    soft_time_limit_s: int = Field(600, description="Soft time limit per chunk task.")
+    time_limit_s: int = Field(660, description="Hard time limit per chunk task (kills the pool child).")
+    visibility_timeout_s: int = Field(3600, description="Redis visibility timeout; must exceed time_limit_s.")
+    asset_time_limit_s: float = Field(60.0, description="Per-asset fetch+decode time limit.")
+    max_retries: int = Field(5, description="Retries for transient errors.")
+    retry_backoff_s: float = Field(2.0, description="First retry delay; doubles each try, with jitter.")
+    retry_backoff_max_s: float = Field(120.0, description="Cap on the retry delay.")
+    max_deliveries: int = Field(3, description="Dead-letter a task after this many deliveries (poison messages).")
+    worker_max_tasks_per_child: int = Field(0, description="Recycle pool children after N tasks (0 = never).")
+
+    # --- flower -------------------------------------------------------------
+    flower_basic_auth: SecretStr | None = Field(None, description="user:password for Flower's basic auth.")
+    flower_port: int = Field(5555, description="Flower HTTP port.")
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

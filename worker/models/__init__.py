@@ -1,0 +1,1 @@
+"""The model layer: one module per model session, all built on ``base.InferenceModel``."""

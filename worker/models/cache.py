@@ -1,0 +1,84 @@
+"""Keeps model sessions warm per process and frees the ones left idle."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from worker.models.base import InferenceModel, RuntimeOptions, SessionFactory
+from worker.models.registry import model_class
+
+log = logging.getLogger(__name__)
+
+CacheKey = tuple[str, str, str]  # (task, type, modelName)
+
+
+class ModelCache:
+    """One instance of each ``(task, type, modelName)`` per process.
+
+    ``get`` loads on first use; ``evict_idle`` (called between tasks and by a
+    timer) drops sessions unused for ``ttl_s`` seconds, so their memory goes
+    back to the allocator. ``ttl_s = 0`` keeps everything.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        runtime: RuntimeOptions,
+        ttl_s: float = 0,
+        session_factory: SessionFactory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.runtime = runtime
+        self.ttl_s = ttl_s
+        self._session_factory = session_factory
+        self._clock = clock
+        self._models: dict[CacheKey, InferenceModel] = {}
+        self._last_used: dict[CacheKey, float] = {}
+        self._lock = threading.RLock()
+
+    def get(self, task: str, type_: str, model_name: str) -> InferenceModel:
+        key = (task, type_, model_name)
+        with self._lock:
+            model = self._models.get(key)
+            if model is None:
+                cls = model_class(task, type_, model_name, self.model_dir)
+                model = cls(model_name, self.model_dir, self.runtime, self._session_factory)
+                model.load()
+                self._models[key] = model
+            self._last_used[key] = self._clock()
+            return model
+
+    def loaded(self) -> list[CacheKey]:
+        with self._lock:
+            return sorted(self._models)
+
+    def evict_idle(self) -> list[CacheKey]:
+        if self.ttl_s <= 0:
+            return []
+        now = self._clock()
+        with self._lock:
+            stale = [k for k, t in self._last_used.items() if now - t > self.ttl_s]
+            for key in stale:
+                self._drop(key)
+        if stale:
+            gc.collect()
+            log.info("unloaded idle models: %s", ", ".join("/".join(k) for k in stale))
+        return stale
+
+    def clear(self) -> None:
+        with self._lock:
+            for key in list(self._models):
+                self._drop(key)
+        gc.collect()
+
+    def _drop(self, key: CacheKey) -> None:
+        model = self._models.pop(key, None)
+        self._last_used.pop(key, None)
+        if model is not None:
+            model.unload()

