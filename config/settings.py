@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     s3_connect_timeout_s: float = Field(5.0, description="S3 connect timeout.")
     s3_read_timeout_s: float = Field(30.0, description="S3 read timeout.")
 
+    result_dir: Path | None = Field(None, description="Also write <dir>/<batch>/<asset>.json on the worker (None = off).")
+
     # --- models ------------------------------------------------------------
     model_dir: Path = Field(default_factory=_default_model_dir, description="Model root: <task>/<modelName>/<type>/model.onnx.")
     model_ttl_s: int = Field(600, description="Unload a model idle for this long (0 = never).")
@@ -65,8 +67,8 @@ class Settings(BaseSettings):
     allowed_roots: list[Path] = Field(default_factory=list, description="file:// URIs must resolve inside one of these (empty = any local path for local runs, none for workers unless set).")
 
     # --- worker behaviour -------------------------------------------------------
-    queue: str = Field("cpu", description="Queue a CPU worker consumes; GPU workers use gpu_queue.")
-    gpu_queue: str = Field("gpu", description="Queue GPU-pinned workers consume.")
+    queue: str = Field("assetq", description="Queue producers send to and every worker consumes.")
+    gpu_queue: str = Field("gpu", description="Extra queue GPU-pinned workers also consume (for GPU-only jobs).")
     concurrency: int = Field(1, description="Worker pool processes per device.")
     soft_time_limit_s: int = Field(600, description="Soft time limit per chunk task.")
     time_limit_s: int = Field(660, description="Hard time limit per chunk task (kills the pool child).")

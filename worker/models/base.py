@@ -110,6 +110,8 @@ class InferenceModel(ABC):
     task: ClassVar[str]
     type: ClassVar[str]
     depends_on: ClassVar[tuple[StepKey, ...]] = ()
+    # Optional dependencies: run after these steps when they are requested too.
+    runs_after: ClassVar[tuple[StepKey, ...]] = ()
     # Set per model once outputs were checked identical with subnormals flushed.
     flush_denormals: ClassVar[bool] = False
 

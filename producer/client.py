@@ -1,0 +1,129 @@
+"""The ``Producer``: validate, split into chunks, record the batch, enqueue by task name."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import redis
+from celery import Celery
+
+from config import Settings, get_settings
+from producer.catalog import merge, scan_model_dir
+from producer.spec import Catalog, JobSpec, SpecError, check_models, parse_spec
+from producer.store import BatchStore
+from producer.workers import WorkerRegistry
+
+PROCESS_CHUNK = "assetq.process_chunk"
+
+
+def celery_client(settings: Settings) -> Celery:
+    """A Celery app for sending only: same broker and serializer as the workers."""
+    app = Celery("assetq-producer", broker=settings.broker, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        task_create_missing_queues=True,
+    )
+    return app
+
+
+class Producer:
+    """Submit job specs and follow their batches.
+
+    >>> p = Producer(redis_url="redis://localhost:6379/0")
+    >>> batch = p.submit({"assets": [...], "tasks": {...}})
+    >>> p.status(batch)["complete"]
+    """
+
+    def __init__(self, redis_url: str | None = None, settings: Settings | None = None,
+                 check_models: bool = True) -> None:
+        base = settings or get_settings()
+        self.settings = base.model_copy(update={"redis_url": redis_url}) if redis_url else base
+        self.redis = redis.Redis.from_url(self.settings.redis_url, health_check_interval=30,
+                                          socket_connect_timeout=5, retry_on_timeout=True)
+        self.store = BatchStore(self.redis, self.settings.result_ttl_s, self.settings.results_stream,
+                                self.settings.results_stream_maxlen)
+        self.workers = WorkerRegistry(self.redis)
+        self.check_models = check_models
+        self._celery: Celery | None = None
+
+    @property
+    def celery(self) -> Celery:
+        if self._celery is None:
+            self._celery = celery_client(self.settings)
+        return self._celery
+
+    # -- submit -------------------------------------------------------------------------
+    def catalog(self) -> Catalog:
+        """Models available: what live workers advertise, plus the local model directory."""
+        return merge(self.workers.catalog(), scan_model_dir(self.settings.model_dir))
+
+    def validate(self, spec: JobSpec | dict[str, Any]) -> JobSpec:
+        job = spec if isinstance(spec, JobSpec) else parse_spec(spec)
+        if self.check_models:
+            catalog = self.catalog()
+            if not catalog:
+                raise SpecError([("tasks", "no models are known: start a worker (it advertises its models) "
+                                           f"or install models into {self.settings.model_dir}")])
+            check_models(job.tasks, catalog)
+        return job
+
+    def submit(self, spec: JobSpec | dict[str, Any], queue: str | None = None) -> str:
+        """Validate ``spec`` and enqueue it; returns the batch id. Nothing is enqueued if it is invalid."""
+        job = self.validate(spec).with_batch_id()
+        assert job.batch_id is not None
+        if self.store.exists(job.batch_id):
+            raise SpecError([("batch_id", f"batch {job.batch_id!r} exists already; use replay to run it again")])
+        assets = [a.model_dump(exclude_none=True) for a in job.assets]
+        tasks = job.tasks.dump()
+        output = job.output.model_dump(mode="json", exclude_none=True)
+        self.store.create_batch(job.batch_id, assets, tasks, output)
+        size = max(1, self.settings.chunk_size)
+        for n, start in enumerate(range(0, len(assets), size)):
+            self.send_chunk(job.batch_id, f"{job.batch_id}-{n}", assets[start:start + size], tasks, output,
+                            queue=queue, priority=job.priority)
+        return job.batch_id
+
+    def send_chunk(self, batch_id: str, chunk_id: str, assets: list[dict[str, Any]], tasks: dict[str, Any],
+                   output: dict[str, Any], queue: str | None = None, priority: int = 5) -> None:
+        payload = {"batch_id": batch_id, "chunk_id": chunk_id, "assets": assets, "tasks": tasks, "output": output}
+        self.celery.send_task(
+            PROCESS_CHUNK, kwargs={"payload": payload}, queue=queue or self.settings.queue, priority=priority,
+            # Short, readable arguments for Flower; the payload holds the rest.
+            argsrepr=f"batch={batch_id} chunk={chunk_id}", kwargsrepr=f"{{assets: {len(assets)}}}",
+            retries=0,
+        )
+
+    # -- follow ---------------------------------------------------------------------------
+    def status(self, batch_id: str) -> dict[str, Any]:
+        st = self.store.status(batch_id)
+        if st is None:
+            raise KeyError(f"unknown batch {batch_id!r} (expired or never submitted)")
+        return st
+
+    def results(self, batch_id: str) -> list[dict[str, Any]]:
+        return sorted(self.store.iter_results(batch_id), key=lambda r: r["asset_id"])
+
+    def iter_results(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        return self.store.iter_results(batch_id)
+
+    def wait(self, batch_id: str, timeout_s: float | None = None, poll_s: float = 0.5,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                st = self.status(batch_id)
+            except redis.ConnectionError:
+                st = None  # Redis restarting: keep waiting, the client reconnects by itself
+            if st is not None:
+                if progress:
+                    progress(st)
+                if st["complete"]:
+                    return st
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch {batch_id} not complete after {timeout_s}s: {st}")
+            time.sleep(poll_s)

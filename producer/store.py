@@ -1,0 +1,152 @@
+"""Batch state in Redis: the one module that knows the key layout.
+
+Keys (``assetq:`` prefix, all expiring after ``result_ttl_s``):
+
+* ``batch:<id>``           hash: ``total``, ``created_at``, ``tasks``, ``output``, counters ``ok``/``skipped``/``failed``
+* ``batch:<id>:assets``    hash: asset id -> asset ref JSON (for replay of skipped assets)
+* ``batch:<id>:status``    hash: asset id -> ``ok`` | ``skipped`` | ``failed``
+* ``batch:<id>:results``   hash: asset id -> result JSON
+* ``deadletter:<id>``      hash: entry id -> dead-letter JSON (chunk payload, error, attempts, timestamps)
+* ``batches``              sorted set of batch ids by creation time
+* ``results`` stream       one entry per asset whose status changed: ``batch``, ``asset``, ``status``
+
+Result writes are idempotent: a Lua script moves the asset's status and the
+counters in one step, so writing the same asset twice never counts twice and
+a replayed asset moves from ``failed`` to ``ok``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+
+PREFIX = "assetq:"
+
+# KEYS: batch, status, results, stream   ARGV: asset, status, json, ttl, maxlen
+_RECORD = """
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+if old ~= ARGV[2] then
+  if old then redis.call('HINCRBY', KEYS[1], old, -1) end
+  redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  local bid = redis.call('HGET', KEYS[1], 'id') or ''
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'batch', bid, 'asset', ARGV[1], 'status', ARGV[2])
+end
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+if old == ARGV[2] then return 0 end
+return 1
+"""
+
+
+def key(*parts: str) -> str:
+    return PREFIX + ":".join(parts)
+
+
+class BatchStore:
+    def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600,
+                 stream: str = "assetq:results", stream_maxlen: int = 1_000_000) -> None:
+        self.r = client
+        self.ttl_s = ttl_s
+        self.stream = stream
+        self.stream_maxlen = stream_maxlen
+        self._record = self.r.register_script(_RECORD)
+
+    # -- batches ----------------------------------------------------------------------
+    def create_batch(self, batch_id: str, assets: list[dict[str, Any]], tasks: dict[str, Any],
+                     output: dict[str, Any]) -> None:
+        bkey = key("batch", batch_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(bkey, mapping={
+            "id": batch_id, "total": len(assets), "created_at": time.time(),
+            "tasks": json.dumps(tasks), "output": json.dumps(output),
+            "ok": 0, "skipped": 0, "failed": 0,
+        })
+        for i in range(0, len(assets), 1000):
+            pipe.hset(key("batch", batch_id, "assets"),
+                      mapping={a["id"]: json.dumps(a) for a in assets[i:i + 1000]})
+        pipe.zadd(key("batches"), {batch_id: time.time()})
+        if self.ttl_s > 0:
+            pipe.expire(bkey, self.ttl_s)
+            pipe.expire(key("batch", batch_id, "assets"), self.ttl_s)
+        pipe.execute()
+
+    def exists(self, batch_id: str) -> bool:
+        return bool(self.r.exists(key("batch", batch_id)))
+
+    def status(self, batch_id: str) -> dict[str, Any] | None:
+        raw = self.r.hgetall(key("batch", batch_id))
+        if not raw:
+            return None
+        h = {_s(k): _s(v) for k, v in raw.items()}
+        total, ok, skipped, failed = (int(h.get(f, 0)) for f in ("total", "ok", "skipped", "failed"))
+        done = ok + skipped + failed
+        return {
+            "batch_id": batch_id, "total": total, "ok": ok, "skipped": skipped, "failed": failed,
+            "done": done, "pending": max(total - done, 0), "complete": done >= total,
+            "created_at": float(h.get("created_at", 0)),
+            "dead_letters": int(self.r.hlen(key("deadletter", batch_id))),
+        }
+
+    def batch_meta(self, batch_id: str) -> dict[str, Any]:
+        h = {_s(k): _s(v) for k, v in self.r.hgetall(key("batch", batch_id)).items()}
+        return {"tasks": json.loads(h.get("tasks", "{}")), "output": json.loads(h.get("output", "{}"))}
+
+    def assets(self, batch_id: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
+        k = key("batch", batch_id, "assets")
+        raw = self.r.hmget(k, ids) if ids else list(self.r.hgetall(k).values())
+        return [json.loads(v) for v in raw if v is not None]
+
+    def statuses(self, batch_id: str) -> dict[str, str]:
+        return {_s(k): _s(v) for k, v in self.r.hgetall(key("batch", batch_id, "status")).items()}
+
+    def recent_batches(self, limit: int = 20) -> list[str]:
+        return [_s(b) for b in self.r.zrevrange(key("batches"), 0, limit - 1)]
+
+    # -- results ---------------------------------------------------------------------
+    def record(self, result: dict[str, Any]) -> bool:
+        """Store one asset's result; returns True when its status changed (counted)."""
+        bid, aid = result["batch_id"], result["asset_id"]
+        changed = self._record(
+            keys=[key("batch", bid), key("batch", bid, "status"), key("batch", bid, "results"), self.stream],
+            args=[aid, result["status"], json.dumps(result, separators=(",", ":")), self.ttl_s, self.stream_maxlen],
+        )
+        return bool(changed)
+
+    def result(self, batch_id: str, asset_id: str) -> dict[str, Any] | None:
+        raw = self.r.hget(key("batch", batch_id, "results"), asset_id)
+        return json.loads(raw) if raw else None
+
+    def iter_results(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        for _, raw in self.r.hscan_iter(key("batch", batch_id, "results"), count=500):
+            yield json.loads(raw)
+
+    # -- dead letters ------------------------------------------------------------------
+    def dead_letter(self, batch_id: str, entry_id: str, entry: dict[str, Any]) -> None:
+        k = key("deadletter", batch_id)
+        self.r.hset(k, entry_id, json.dumps(entry))
+        self.r.zadd(key("deadletters"), {batch_id: time.time()})
+        if self.ttl_s > 0:
+            self.r.expire(k, self.ttl_s)
+
+    def dead_letters(self, batch_id: str) -> dict[str, dict[str, Any]]:
+        return {_s(k): json.loads(v) for k, v in self.r.hgetall(key("deadletter", batch_id)).items()}
+
+    def remove_dead_letters(self, batch_id: str, entry_ids: list[str]) -> None:
+        if entry_ids:
+            self.r.hdel(key("deadletter", batch_id), *entry_ids)
+
+    def dead_letter_batches(self) -> list[str]:
+        return [_s(b) for b in self.r.zrevrange(key("deadletters"), 0, -1)
+                if self.r.exists(key("deadletter", _s(b)))]
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v

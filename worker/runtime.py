@@ -1,0 +1,98 @@
+"""Build the pipeline, model cache and sinks a worker process (or ``assetq run``) uses, from Settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from config import Settings
+from producer.catalog import scan_model_dir
+from producer.spec import Catalog
+from worker.models.base import RuntimeOptions
+from worker.models.cache import ModelCache
+from worker.pipeline.fetch import Fetcher
+from worker.pipeline.run import Limits, Pipeline
+from worker.sinks import Sink
+
+log = logging.getLogger(__name__)
+
+
+def runtime_options(settings: Settings) -> RuntimeOptions:
+    return RuntimeOptions(
+        device=settings.device,
+        intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+        denormal_as_zero=settings.denormal_as_zero,
+        gpu_mem_limit_mb=settings.gpu_mem_limit_mb,
+        cuda_arena_extend_strategy=settings.cuda_arena_extend_strategy,
+        warmup=settings.warmup,
+    )
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(
+        max_pixels=settings.max_image_pixels,
+        asset_time_limit_s=settings.asset_time_limit_s,
+        face_batch_size=settings.face_batch_size,
+        text_batch_size=settings.text_batch_size,
+        clip_batch_size=settings.clip_batch_size,
+        detection_batch_size=settings.detection_batch_size,
+    )
+
+
+def s3_client(settings: Settings) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    kwargs: dict[str, Any] = {
+        "endpoint_url": settings.s3_endpoint_url,
+        "region_name": settings.s3_region,
+        "config": Config(connect_timeout=settings.s3_connect_timeout_s, read_timeout=settings.s3_read_timeout_s,
+                         retries={"max_attempts": 2, "mode": "standard"}),
+    }
+    if settings.s3_access_key_id and settings.s3_secret_access_key:
+        kwargs["aws_access_key_id"] = settings.s3_access_key_id.get_secret_value()
+        kwargs["aws_secret_access_key"] = settings.s3_secret_access_key.get_secret_value()
+    return boto3.client("s3", **{k: v for k, v in kwargs.items() if v is not None})
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    cache: ModelCache
+    pipeline: Pipeline
+
+    def catalog(self) -> Catalog:
+        return scan_model_dir(self.cache.model_dir)
+
+    def preload(self, tasks: dict[str, Any]) -> None:
+        """Load and warm every model the given tasks block uses."""
+        from worker.pipeline.run import plan_for
+
+        for step in plan_for(tasks, self.cache):
+            self.cache.get(step.task, step.type, step.model_name)
+
+
+def build_runtime(settings: Settings, allowed_roots: list[Path] | None = None,
+                  local_paths_ok: bool = False) -> Runtime:
+    """``local_paths_ok``: any local path may be read (``assetq run`` over paths the user named)."""
+    cache = ModelCache(settings.model_dir, runtime_options(settings), ttl_s=settings.model_ttl_s)
+    roots: list[Path] | None = None if local_paths_ok else list(allowed_roots or settings.allowed_roots)
+    fetcher = Fetcher(roots, settings.max_image_bytes, s3_client=lambda: s3_client(settings))
+    return Runtime(settings, cache, Pipeline(cache, fetcher, limits(settings)))
+
+
+def build_sinks(settings: Settings, redis_client: Any | None, result_dir: Path | None = None) -> list[Sink]:
+    from producer.store import BatchStore
+    from worker.sinks import LocalDirSink, RedisSink, S3Sink
+
+    sinks: list[Sink] = []
+    if redis_client is not None:
+        sinks.append(RedisSink(BatchStore(redis_client, settings.result_ttl_s, settings.results_stream,
+                                          settings.results_stream_maxlen)))
+    sinks.append(S3Sink(s3_client(settings), settings.s3_bucket, settings.s3_prefix))
+    if result_dir is not None:
+        sinks.append(LocalDirSink(result_dir))
+    return sinks

@@ -1,0 +1,93 @@
+"""Where results go: Redis (the record of truth for batch state), S3, a local directory.
+
+Every write is keyed by (batch id, asset id), so a re-run overwrites and never duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+from producer.store import BatchStore
+from worker.pipeline.errors import TransientError
+
+
+class Sink(Protocol):
+    def write(self, results: list[dict[str, Any]], output: dict[str, Any]) -> None: ...
+
+
+class RedisSink:
+    """Per-asset result with expiry, exact batch counters, and the results stream."""
+
+    def __init__(self, store: BatchStore) -> None:
+        self.store = store
+
+    def write(self, results: list[dict[str, Any]], output: dict[str, Any]) -> None:
+        import redis
+
+        try:
+            for result in results:
+                stored = result if output.get("redis", True) else _status_only(result)
+                self.store.record(stored)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise TransientError(f"Redis unreachable writing results: {e}") from e
+
+
+def _status_only(result: dict[str, Any]) -> dict[str, Any]:
+    # Results not wanted in Redis: keep what batch tracking needs, not the payload.
+    keep = ("batch_id", "asset_id", "status", "error", "image", "timings_ms")
+    return {k: result[k] for k in keep if k in result}
+
+
+def s3_key(prefix: str, batch_id: str, asset_id: str) -> str:
+    return f"{prefix}{batch_id}/{asset_id}.json"
+
+
+class S3Sink:
+    """``s3://<bucket>/<prefix><batch>/<asset>.json``; PUT of the same key overwrites."""
+
+    def __init__(self, client: Any, default_bucket: str | None, default_prefix: str) -> None:
+        self.client = client
+        self.default_bucket = default_bucket
+        self.default_prefix = default_prefix
+
+    def write(self, results: list[dict[str, Any]], output: dict[str, Any]) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        target = output.get("s3") or {}
+        bucket = target.get("bucket") or self.default_bucket
+        if not bucket:
+            return
+        prefix = target.get("prefix", self.default_prefix)
+        try:
+            for r in results:
+                body = json.dumps(r, separators=(",", ":")).encode()
+                self.client.put_object(Bucket=bucket, Key=s3_key(prefix, r["batch_id"], r["asset_id"]), Body=body,
+                                       ContentType="application/json")
+        except (BotoCoreError, ClientError) as e:
+            raise TransientError(f"S3 write to {bucket} failed: {e}") from e
+
+
+class LocalDirSink:
+    """``<root>/<batch>/<asset>.json``, written atomically (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def write(self, results: list[dict[str, Any]], output: dict[str, Any]) -> None:
+        for r in results:
+            target = self.root / r["batch_id"] / f"{r['asset_id']}.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(r, f)
+            os.replace(tmp, target)
+
+
+def write_all(sinks: list[Sink], results: list[dict[str, Any]], output: dict[str, Any]) -> None:
+    """External sinks first, Redis last: the Redis record is what marks an asset done."""
+    for sink in sorted(sinks, key=lambda s: isinstance(s, RedisSink)):
+        sink.write(results, output)
