@@ -229,6 +229,23 @@ def cmd_worker(a: argparse.Namespace) -> int:
                   loglevel=a.loglevel, queues=a.queues, extra=a.celery_args, name=a.name)
 
 
+def cmd_flower(a: argparse.Namespace) -> int:
+    """Flower against the same broker, behind basic auth from ASSETQ_FLOWER_BASIC_AUTH."""
+    settings = _settings()
+    auth = settings.flower_basic_auth.get_secret_value() if settings.flower_basic_auth else None
+    if not auth and not a.no_auth:
+        print("error: set ASSETQ_FLOWER_BASIC_AUTH=user:password (or pass --no-auth on a private network)",
+              file=sys.stderr)
+        return EXIT_ERROR
+    from worker.app import app
+
+    argv = ["flower", f"--port={a.port or settings.flower_port}", f"--address={a.address}"]
+    if auth:
+        argv.append(f"--basic-auth={auth}")
+    app.start(argv=argv)  # type: ignore[no-untyped-call]
+    return EXIT_OK
+
+
 def cmd_models(a: argparse.Namespace) -> int:
     settings = _settings()
     if a.models_cmd == "list":
@@ -315,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--name", default=None, help="node name (default cpu@host or gpuN@host)")
     w.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra arguments passed to celery worker")
     w.set_defaults(fn=cmd_worker)
+
+    f = sub.add_parser("flower", help="start Flower (monitoring UI and /metrics) behind basic auth")
+    f.add_argument("--port", type=int, default=None)
+    f.add_argument("--address", default="0.0.0.0")
+    f.add_argument("--no-auth", action="store_true", help="allow starting without basic auth")
+    f.set_defaults(fn=cmd_flower)
 
     m = sub.add_parser("models", help="install or list models")
     msub = m.add_subparsers(dest="models_cmd", required=True)

@@ -1,0 +1,40 @@
+# assetq: the two commands are `make demo` (set up + run the bundled sample job,
+# no Redis needed) and `make test` (set up + the whole test suite; .ci/run calls it).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export ASSETQ_MODEL_DIR ?= $(HOME)/.cache/assetq/models
+
+.PHONY: setup models demo test lint services bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+models: setup
+	$(BIN)/assetq models install --all
+
+demo: models
+	$(BIN)/assetq run samples --out out/demo
+
+# Debian's redis-server for the tests' private Redis instances (installed if missing).
+services:
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy config producer worker
+
+test: models services
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: models
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache
