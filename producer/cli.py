@@ -219,6 +219,34 @@ def cmd_results(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_failures(a: argparse.Namespace) -> int:
+    entries = _producer().failures(a.batch)
+    if a.json:
+        print(json.dumps(entries, indent=2))
+        return EXIT_OK
+    if not entries:
+        print("no dead letters")
+    for e in entries:
+        err = e.get("error") or {}
+        print(f"{e['batch_id']}  {e['entry_id']}  attempts={e.get('attempts')}  {err.get('kind')}: "
+              f"{err.get('message')}  assets: {', '.join(map(str, e['asset_ids'][:10]))}"
+              + (" ..." if len(e["asset_ids"]) > 10 else ""))
+    return EXIT_OK
+
+
+def cmd_replay(a: argparse.Namespace) -> int:
+    try:
+        out = _producer().replay(a.batch, asset_ids=a.asset or None, include_skipped=a.include_skipped,
+                                 dry_run=a.dry_run)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return EXIT_ERROR
+    verb = "would re-enqueue" if a.dry_run else "re-enqueued"
+    print(f"{verb} {out['count']} assets of batch {a.batch}: {', '.join(out['asset_ids'][:20])}"
+          + (" ..." if out["count"] > 20 else ""))
+    return EXIT_OK
+
+
 # --- worker side ------------------------------------------------------------------------
 
 
@@ -316,6 +344,18 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("batch")
     rs.add_argument("--out")
     rs.set_defaults(fn=cmd_results)
+
+    fl = sub.add_parser("failures", help="list dead-lettered chunks with their reasons")
+    fl.add_argument("batch", nargs="?")
+    fl.add_argument("--json", action="store_true")
+    fl.set_defaults(fn=cmd_failures)
+
+    rp = sub.add_parser("replay", help="re-enqueue a batch's dead-lettered (and optionally skipped) assets")
+    rp.add_argument("batch")
+    rp.add_argument("--asset", action="append", help="only this asset id (repeatable)")
+    rp.add_argument("--include-skipped", action="store_true", help="also re-run assets recorded as skipped")
+    rp.add_argument("--dry-run", action="store_true", help="show what would be re-enqueued")
+    rp.set_defaults(fn=cmd_replay)
 
     v = sub.add_parser("validate", help="check a spec; prints ok or each bad field")
     v.add_argument("spec")

@@ -98,6 +98,58 @@ class Producer:
             retries=0,
         )
 
+    # -- failures and replay -------------------------------------------------------------
+    def failures(self, batch_id: str | None = None) -> list[dict[str, Any]]:
+        """Dead-lettered chunks (all batches, or one), with their reasons and asset ids."""
+        batches = [batch_id] if batch_id else self.store.dead_letter_batches()
+        out = []
+        for bid in batches:
+            for entry_id, entry in sorted(self.store.dead_letters(bid).items()):
+                payload = entry.get("payload")
+                assets = payload.get("assets", []) if isinstance(payload, dict) else []
+                out.append({"batch_id": bid, "entry_id": entry_id, "error": entry.get("error"),
+                            "attempts": entry.get("attempts"), "dead_lettered_at": entry.get("dead_lettered_at"),
+                            "asset_ids": [a.get("id") for a in assets if isinstance(a, dict)]})
+        return out
+
+    def replay(self, batch_id: str, asset_ids: list[str] | None = None, include_skipped: bool = False,
+               dry_run: bool = False, queue: str | None = None) -> dict[str, Any]:
+        """Re-enqueue dead-lettered (and optionally skipped) assets of a batch with their original spec.
+
+        Results overwrite idempotently; a replayed asset moves from ``failed`` to
+        ``ok`` in the counters instead of being counted twice.
+        """
+        if not self.store.exists(batch_id):
+            raise KeyError(f"unknown batch {batch_id!r} (expired or never submitted)")
+        wanted = set(asset_ids) if asset_ids else None
+        meta = self.store.batch_meta(batch_id)
+        jobs: list[tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]] = []
+        consumed: list[str] = []
+        for entry_id, entry in self.store.dead_letters(batch_id).items():
+            payload = entry.get("payload") or {}
+            assets = [a for a in payload.get("assets", []) if wanted is None or a.get("id") in wanted]
+            if assets:
+                jobs.append((assets, payload.get("tasks") or meta["tasks"], payload.get("output") or meta["output"]))
+                if wanted is None or {a.get("id") for a in payload.get("assets", [])} <= wanted:
+                    consumed.append(entry_id)
+        if include_skipped:
+            skipped = [aid for aid, st in self.store.statuses(batch_id).items()
+                       if st == "skipped" and (wanted is None or aid in wanted)]
+            if skipped:
+                jobs.append((self.store.assets(batch_id, skipped), meta["tasks"], meta["output"]))
+        ids = sorted({a["id"] for assets, _, _ in jobs for a in assets})
+        if not dry_run:
+            size = max(1, self.settings.chunk_size)
+            stamp = int(time.time() * 1000)
+            n = 0
+            for assets, tasks, output in jobs:
+                for start in range(0, len(assets), size):
+                    self.send_chunk(batch_id, f"{batch_id}-replay{stamp}-{n}", assets[start:start + size], tasks,
+                                    output, queue=queue)
+                    n += 1
+            self.store.remove_dead_letters(batch_id, consumed)
+        return {"batch_id": batch_id, "asset_ids": ids, "count": len(ids), "dry_run": dry_run}
+
     # -- follow ---------------------------------------------------------------------------
     def status(self, batch_id: str) -> dict[str, Any]:
         st = self.store.status(batch_id)

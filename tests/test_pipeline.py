@@ -1,0 +1,155 @@
+"""Pipeline core with stand-in model classes: decode once, dependency order, chunk batching, skips.
+
+The real models are tested in their own files and end to end in test_integration.py;
+here a test family of tiny classes records what the pipeline hands them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from worker.models.base import InferenceModel, RuntimeOptions, StepKey
+from worker.models.cache import ModelCache
+from worker.models.outputs import FaceBox
+from worker.models.registry import register
+from worker.pipeline.fetch import Fetcher
+from worker.pipeline.image import DecodedImage
+from worker.pipeline.run import Limits, Pipeline
+
+CALLS: list[tuple[str, int, int]] = []  # (step, images in the call, id of the first image)
+
+
+class FakeSession:
+    def __init__(self, *_: Any) -> None:
+        pass
+
+
+def fake_factory(path: Path, opts: RuntimeOptions, flush: bool) -> Any:
+    return FakeSession()
+
+
+class FakeDetector(InferenceModel):
+    task = "facial-recognition"
+    type = "detection"
+
+    def warmup(self) -> None:
+        pass
+
+    def run_chunk(self, images: Sequence[DecodedImage], upstream: Mapping[StepKey, Sequence[Any]],
+                  options: Mapping[str, Any]) -> list[Any]:
+        CALLS.append(("det", len(images), id(images[0].pixels)))
+        # one face per 100 px of width, scored 0.9 then 0.5
+        return [[FaceBox((0, 0, 10, 10), 0.9 if i == 0 else 0.5, ((1, 1),) * 5) for i in range(img.width // 100)]
+                for img in images]
+
+
+class FakeRecognizer(InferenceModel):
+    task = "facial-recognition"
+    type = "recognition"
+    depends_on: ClassVar[tuple[StepKey, ...]] = (("facial-recognition", "detection"),)
+
+    def warmup(self) -> None:
+        pass
+
+    def run_chunk(self, images: Sequence[DecodedImage], upstream: Mapping[StepKey, Sequence[Any]],
+                  options: Mapping[str, Any]) -> list[Any]:
+        faces = upstream[("facial-recognition", "detection")]
+        total = sum(len(f) for f in faces)
+        CALLS.append(("rec", total, id(images[0].pixels)))
+        assert options["_maxBatch"] == 7
+        out = []
+        for f in faces:
+            v = np.ones((len(f), 4), np.float32)
+            out.append(v / np.linalg.norm(v, axis=1, keepdims=True) if len(f) else v)
+        return out
+
+
+register("fake-test")(FakeDetector)
+register("fake-test")(FakeRecognizer)
+
+
+@pytest.fixture
+def fake_models(tmp_path: Path) -> Path:
+    pack = tmp_path / "facial-recognition" / "fake"
+    for t in ("detection", "recognition"):
+        (pack / t).mkdir(parents=True)
+        (pack / t / "model.onnx").write_bytes(b"not used")
+    (pack / "assetq.json").write_text(json.dumps({"family": "fake-test"}))
+    return tmp_path
+
+
+def png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 10, 10)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def pipeline(model_dir: Path, tmp_path: Path) -> Pipeline:
+    cache = ModelCache(model_dir, RuntimeOptions(warmup=False), session_factory=fake_factory)
+    return Pipeline(cache, Fetcher([tmp_path], 10_000_000), Limits(face_batch_size=7))
+
+
+TASKS = {"facial-recognition": {"detection": {"modelName": "fake", "options": {"minScore": 0.1}},
+                                "recognition": {"modelName": "fake", "options": {"minScore": 0.6}}}}
+
+
+def test_chunk_batched_in_dependency_order_with_bad_assets_skipped(fake_models: Path, tmp_path: Path) -> None:
+    CALLS.clear()
+    (tmp_path / "a.png").write_bytes(png(300, 50))
+    (tmp_path / "b.png").write_bytes(png(200, 50))
+    (tmp_path / "bad.jpg").write_bytes(b"<html>not an image</html>")
+    assets = [{"id": "a", "uri": (tmp_path / "a.png").as_uri()}, {"id": "bad", "uri": (tmp_path / "bad.jpg").as_uri()},
+              {"id": "b", "uri": (tmp_path / "b.png").as_uri()},
+              {"id": "gone", "uri": (tmp_path / "missing.png").as_uri()}]
+    results = pipeline(fake_models, tmp_path).process("B", assets, TASKS)
+    assert [r["asset_id"] for r in results] == ["a", "bad", "b", "gone"]
+    assert [r["status"] for r in results] == ["ok", "skipped", "ok", "skipped"]
+    assert results[1]["error"]["kind"] == "unsupported_format"
+    assert results[3]["error"]["kind"] == "not_found"
+    # detection saw both good images in one call; recognition got all 5 faces of the chunk at once
+    assert [c[:2] for c in CALLS] == [("det", 2), ("rec", 5)]
+    assert CALLS[0][2] == CALLS[1][2]  # the same decoded pixels were shared, not decoded again
+    a = results[0]
+    assert a["image"] == {"width": 300, "height": 50}
+    assert len(a["faces"]) == 1  # recognition minScore 0.6 filters the 0.5 faces
+    assert a["faces"][0]["model"] == {"detection": "fake", "recognition": "fake"}
+    assert np.isclose(np.linalg.norm(a["faces"][0]["embedding"]), 1.0)
+    assert set(a["timings_ms"]) == {"decode", "facial-recognition.detection", "facial-recognition.recognition"}
+
+
+def test_invalid_tasks_reaching_a_worker_are_skipped_not_retried(fake_models: Path, tmp_path: Path) -> None:
+    results = pipeline(fake_models, tmp_path).process("B", [{"id": "a", "data": ""}], {"nope": {}})
+    assert results[0]["status"] == "skipped" and results[0]["error"]["kind"] == "invalid_spec"
+
+
+def test_all_assets_bad_runs_no_model(fake_models: Path, tmp_path: Path) -> None:
+    CALLS.clear()
+    results = pipeline(fake_models, tmp_path).process("B", [{"id": "z", "data": ""}], TASKS)
+    assert results[0]["error"]["kind"] == "empty" and CALLS == []
+
+
+def test_file_outside_roots_is_skipped(fake_models: Path, tmp_path: Path) -> None:
+    results = pipeline(fake_models, tmp_path).process("B", [{"id": "x", "uri": "file:///etc/hostname"}], TASKS)
+    assert results[0]["error"]["kind"] == "outside_roots"
+
+
+def test_model_cache_unloads_idle_models(fake_models: Path) -> None:
+    now = [0.0]
+    cache = ModelCache(fake_models, RuntimeOptions(warmup=False), ttl_s=10, session_factory=fake_factory,
+                       clock=lambda: now[0])
+    det = cache.get("facial-recognition", "detection", "fake")
+    assert det.loaded and cache.get("facial-recognition", "detection", "fake") is det
+    now[0] = 5
+    cache.get("facial-recognition", "recognition", "fake")
+    now[0] = 12
+    assert cache.evict_idle() == [("facial-recognition", "detection", "fake")]
+    assert not det.loaded
+    assert cache.loaded() == [("facial-recognition", "recognition", "fake")]
