@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     # --- images -------------------------------------------------------------
     max_image_pixels: int = Field(50_000_000, description="Refuse images larger than this many pixels (decompression bombs).")
     max_image_bytes: int = Field(200 * 1024 * 1024, description="Refuse encoded files larger than this.")
-    allowed_roots: list[Path] = Field(default_factory=list, description="file:// URIs must resolve inside one of these (empty = any local path for local runs, none for workers unless set).")
+    allowed_roots: list[Path] = Field(default_factory=list, description="Workers read file:// URIs only inside these (JSON list); empty = none. `assetq run` reads the paths it is given.")
 
     # --- worker behaviour -------------------------------------------------------
     queue: str = Field("assetq", description="Queue producers send to and every worker consumes.")
@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     # --- flower -------------------------------------------------------------
     flower_basic_auth: SecretStr | None = Field(None, description="user:password for Flower's basic auth.")
     flower_port: int = Field(5555, description="Flower HTTP port.")
+
+    @model_validator(mode="after")
+    def _time_limits_nest(self) -> Settings:
+        # Redis redelivers a task still running past the visibility timeout; soft must fire before hard.
+        if not self.soft_time_limit_s < self.time_limit_s < self.visibility_timeout_s:
+            raise ValueError("need soft_time_limit_s < time_limit_s < visibility_timeout_s")
+        return self
 
     @property
     def broker(self) -> str:

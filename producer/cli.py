@@ -234,6 +234,18 @@ def cmd_failures(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_metrics(a: argparse.Namespace) -> int:
+    from producer.metrics import render, serve
+
+    p = _producer()
+    if a.serve:
+        print(f"serving assetq metrics on :{a.serve}/metrics", file=sys.stderr)
+        serve(p.redis, a.serve)
+    else:
+        print(render(p.redis), end="")
+    return EXIT_OK
+
+
 def cmd_replay(a: argparse.Namespace) -> int:
     try:
         out = _producer().replay(a.batch, asset_ids=a.asset or None, include_skipped=a.include_skipped,
@@ -356,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--include-skipped", action="store_true", help="also re-run assets recorded as skipped")
     rp.add_argument("--dry-run", action="store_true", help="show what would be re-enqueued")
     rp.set_defaults(fn=cmd_replay)
+
+    mt = sub.add_parser("metrics", help="assetq's counters in Prometheus format (print, or --serve PORT)")
+    mt.add_argument("--serve", type=int, default=None, metavar="PORT")
+    mt.set_defaults(fn=cmd_metrics)
 
     v = sub.add_parser("validate", help="check a spec; prints ok or each bad field")
     v.add_argument("spec")

@@ -90,3 +90,16 @@ def test_s3_sink_keys_and_write_order(store: BatchStore) -> None:
     write_all([Spy(store), SpyS3(s3, None, "assetq/")], [result("a")], {"s3": {"bucket": "res", "prefix": "p/"}})
     assert order == ["s3", "redis"]  # Redis marks done only after the external write succeeded
     assert list(s3.objects) == [("res", "p/b1/a.json")]
+
+
+def test_metrics_render_prometheus_text() -> None:
+    from producer.metrics import record_chunk, render
+
+    r = fakeredis.FakeRedis()
+    record_chunk(r, [result("a", timings_ms={"decode": 10.0, "ocr.detection": 30.0}),
+                     result("b", "skipped", error={"kind": "truncated", "message": "x"}, timings_ms={})])
+    text = render(r)
+    assert 'assetq_assets_total{status="ok"} 1' in text
+    assert 'assetq_skipped_total{kind="truncated"} 1' in text
+    assert 'assetq_step_seconds_sum{step="ocr.detection"} 0.030000' in text
+    assert 'assetq_step_seconds_count{step="decode"} 1' in text

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from producer.metrics import record_dead_letter
 from producer.store import BatchStore, key
 from worker.pipeline.results import skipped
 
@@ -41,6 +42,7 @@ def dead_letter_chunk(store: BatchStore, payload: Any, kind: str, message: str, 
                       record_assets: bool = True) -> None:
     """Keep the chunk with its full payload for replay; mark its assets ``failed`` (idempotently)."""
     now = time.time()
+    record_dead_letter(store.r, kind)
     is_chunk = isinstance(payload, dict) and isinstance(payload.get("batch_id"), str)
     batch_id = payload["batch_id"] if is_chunk else INVALID_BATCH
     entry_id = str(payload.get("chunk_id")) if is_chunk and payload.get("chunk_id") else f"msg-{now:.6f}"

@@ -21,6 +21,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from producer.client import PROCESS_CHUNK
+from producer.metrics import record_chunk
 from worker.app import app, get_runtime
 from worker.pipeline.errors import TransientError
 from worker.sinks import write_all
@@ -63,6 +64,7 @@ def process_chunk(self: Task, payload: Any) -> dict[str, Any]:
         log.warning("chunk %s: %s; retry %d in %.1fs", chunk_id, e, self.request.retries + 1, delay)
         raise self.retry(exc=e, countdown=delay, max_retries=s.max_retries) from e
     delivery_finished(rt.redis, chunk_id)
+    record_chunk(rt.redis, results)
     rt.runtime.cache.evict_idle()
     counts: dict[str, int] = {}
     for r in results:

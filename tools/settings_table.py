@@ -1,0 +1,24 @@
+"""Print the README's configuration table from ``config.Settings`` (so the two never drift)."""
+
+from __future__ import annotations
+
+from pydantic_core import PydanticUndefined
+
+from config.settings import Settings
+
+
+def table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            default = "~/.cache/assetq/models" if name == "model_dir" else repr(field.default_factory())  # type: ignore[call-arg]
+        elif field.default is PydanticUndefined:
+            default = "(required)"
+        else:
+            default = repr(field.default) if field.default is not None else "unset"
+        rows.append(f"| `ASSETQ_{name.upper()}` | `{default}` | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table())
