@@ -38,10 +38,14 @@ class Settings(BaseSettings):
     s3_connect_timeout_s: float = Field(5.0, description="S3 connect timeout.")
     s3_read_timeout_s: float = Field(30.0, description="S3 read timeout.")
 
-    result_dir: Path | None = Field(None, description="Also write <dir>/<batch>/<asset>.json on the worker (None = off).")
+    result_dir: Path | None = Field(
+        None, description="Also write <dir>/<batch>/<asset>.json on the worker (None = off)."
+    )
 
     # --- models ------------------------------------------------------------
-    model_dir: Path = Field(default_factory=_default_model_dir, description="Model root: <task>/<modelName>/<type>/model.onnx.")
+    model_dir: Path = Field(
+        default_factory=_default_model_dir, description="Model root: <task>/<modelName>/<type>/model.onnx."
+    )
     model_ttl_s: int = Field(600, description="Unload a model idle for this long (0 = never).")
     preload: bool = Field(True, description="Load and warm the installed models when a worker process starts.")
     warmup: bool = Field(True, description="Run one dummy batch after loading a model.")
@@ -52,7 +56,9 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(1, description="onnxruntime inter-op threads.")
     gpu_mem_limit_mb: int = Field(0, description="CUDA arena limit per session (0 = unlimited).")
     cuda_arena_extend_strategy: str = Field("kSameAsRequested", description="CUDA arena growth strategy.")
-    denormal_as_zero: bool = Field(True, description="Flush subnormal floats to zero where a model is verified unaffected.")
+    denormal_as_zero: bool = Field(
+        True, description="Flush subnormal floats to zero where a model is verified unaffected."
+    )
 
     # --- batching ---------------------------------------------------------------
     chunk_size: int = Field(16, description="Assets per task (one chunk is decoded and batched together).")
@@ -62,9 +68,15 @@ class Settings(BaseSettings):
     detection_batch_size: int = Field(8, description="Max images per detection batch.")
 
     # --- images -------------------------------------------------------------
-    max_image_pixels: int = Field(50_000_000, description="Refuse images larger than this many pixels (decompression bombs).")
+    max_image_pixels: int = Field(
+        50_000_000, description="Refuse images larger than this many pixels (decompression bombs)."
+    )
     max_image_bytes: int = Field(200 * 1024 * 1024, description="Refuse encoded files larger than this.")
-    allowed_roots: list[Path] = Field(default_factory=list, description="Workers read file:// URIs only inside these (JSON list); empty = none. `assetq run` reads the paths it is given.")
+    allowed_roots: list[Path] = Field(
+        default_factory=list,
+        description="Workers read file:// URIs only inside these (JSON list); empty = none. "
+        "`assetq run` reads the paths it is given.",
+    )
 
     # --- worker behaviour -------------------------------------------------------
     queue: str = Field("assetq", description="Queue producers send to and every worker consumes.")

@@ -17,8 +17,11 @@ def walk(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
     for p in paths:
         p = p.expanduser()
         if p.is_dir():
-            found.extend((p, f) for f in sorted(p.rglob("*"))
-                         if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            found.extend(
+                (p, f)
+                for f in sorted(p.rglob("*"))
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
         elif p.exists():
             found.append((p.parent, p))
         else:

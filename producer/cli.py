@@ -93,8 +93,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
-    line = (f"total {summary['total']}  ok {summary['ok']}  skipped {summary['skipped']}  "
-            f"failed {summary['failed']}")
+    line = f"total {summary['total']}  ok {summary['ok']}  skipped {summary['skipped']}  failed {summary['failed']}"
     if summary.get("wall_s") is not None:
         line += f"  wall {summary['wall_s']:.2f}s  {summary.get('images_per_s') or 0:.2f} img/s"
     print(line)
@@ -115,8 +114,11 @@ def cmd_validate(a: argparse.Namespace) -> int:
         print(f"error: {a.spec}: {e}", file=sys.stderr)
         return EXIT_INVALID
     try:
-        tasks = parse_spec(data).tasks if isinstance(data, dict) and "assets" in data else parse_tasks(
-            data.get("tasks", data) if isinstance(data, dict) else data)
+        tasks = (
+            parse_spec(data).tasks
+            if isinstance(data, dict) and "assets" in data
+            else parse_tasks(data.get("tasks", data) if isinstance(data, dict) else data)
+        )
         catalog = scan_model_dir(_settings().model_dir)
         if catalog and not a.schema_only:
             check_models(tasks, catalog)
@@ -228,9 +230,11 @@ def cmd_failures(a: argparse.Namespace) -> int:
         print("no dead letters")
     for e in entries:
         err = e.get("error") or {}
-        print(f"{e['batch_id']}  {e['entry_id']}  attempts={e.get('attempts')}  {err.get('kind')}: "
-              f"{err.get('message')}  assets: {', '.join(map(str, e['asset_ids'][:10]))}"
-              + (" ..." if len(e["asset_ids"]) > 10 else ""))
+        print(
+            f"{e['batch_id']}  {e['entry_id']}  attempts={e.get('attempts')}  {err.get('kind')}: "
+            f"{err.get('message')}  assets: {', '.join(map(str, e['asset_ids'][:10]))}"
+            + (" ..." if len(e["asset_ids"]) > 10 else "")
+        )
     return EXIT_OK
 
 
@@ -248,14 +252,17 @@ def cmd_metrics(a: argparse.Namespace) -> int:
 
 def cmd_replay(a: argparse.Namespace) -> int:
     try:
-        out = _producer().replay(a.batch, asset_ids=a.asset or None, include_skipped=a.include_skipped,
-                                 dry_run=a.dry_run)
+        out = _producer().replay(
+            a.batch, asset_ids=a.asset or None, include_skipped=a.include_skipped, dry_run=a.dry_run
+        )
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return EXIT_ERROR
     verb = "would re-enqueue" if a.dry_run else "re-enqueued"
-    print(f"{verb} {out['count']} assets of batch {a.batch}: {', '.join(out['asset_ids'][:20])}"
-          + (" ..." if out["count"] > 20 else ""))
+    print(
+        f"{verb} {out['count']} assets of batch {a.batch}: {', '.join(out['asset_ids'][:20])}"
+        + (" ..." if out["count"] > 20 else "")
+    )
     return EXIT_OK
 
 
@@ -265,8 +272,16 @@ def cmd_replay(a: argparse.Namespace) -> int:
 def cmd_worker(a: argparse.Namespace) -> int:
     from worker.launch import launch
 
-    return launch(device=a.device, devices=a.devices, concurrency=a.concurrency, pool=a.pool,
-                  loglevel=a.loglevel, queues=a.queues, extra=a.celery_args, name=a.name)
+    return launch(
+        device=a.device,
+        devices=a.devices,
+        concurrency=a.concurrency,
+        pool=a.pool,
+        loglevel=a.loglevel,
+        queues=a.queues,
+        extra=a.celery_args,
+        name=a.name,
+    )
 
 
 def cmd_flower(a: argparse.Namespace) -> int:
@@ -274,15 +289,17 @@ def cmd_flower(a: argparse.Namespace) -> int:
     settings = _settings()
     auth = settings.flower_basic_auth.get_secret_value() if settings.flower_basic_auth else None
     if not auth and not a.no_auth:
-        print("error: set ASSETQ_FLOWER_BASIC_AUTH=user:password (or pass --no-auth on a private network)",
-              file=sys.stderr)
+        print(
+            "error: set ASSETQ_FLOWER_BASIC_AUTH=user:password (or pass --no-auth on a private network)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     from worker.app import app
 
     argv = ["flower", f"--port={a.port or settings.flower_port}", f"--address={a.address}"]
     if auth:
         argv.append(f"--basic-auth={auth}")
-    app.start(argv=argv)  # type: ignore[no-untyped-call]
+    app.start(argv=argv)
     return EXIT_OK
 
 

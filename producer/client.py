@@ -39,14 +39,17 @@ class Producer:
     >>> p.status(batch)["complete"]
     """
 
-    def __init__(self, redis_url: str | None = None, settings: Settings | None = None,
-                 check_models: bool = True) -> None:
+    def __init__(
+        self, redis_url: str | None = None, settings: Settings | None = None, check_models: bool = True
+    ) -> None:
         base = settings or get_settings()
         self.settings = base.model_copy(update={"redis_url": redis_url}) if redis_url else base
-        self.redis = redis.Redis.from_url(self.settings.redis_url, health_check_interval=30,
-                                          socket_connect_timeout=5, retry_on_timeout=True)
-        self.store = BatchStore(self.redis, self.settings.result_ttl_s, self.settings.results_stream,
-                                self.settings.results_stream_maxlen)
+        self.redis = redis.Redis.from_url(
+            self.settings.redis_url, health_check_interval=30, socket_connect_timeout=5, retry_on_timeout=True
+        )
+        self.store = BatchStore(
+            self.redis, self.settings.result_ttl_s, self.settings.results_stream, self.settings.results_stream_maxlen
+        )
         self.workers = WorkerRegistry(self.redis)
         self.check_models = check_models
         self._celery: Celery | None = None
@@ -67,8 +70,15 @@ class Producer:
         if self.check_models:
             catalog = self.catalog()
             if not catalog:
-                raise SpecError([("tasks", "no models are known: start a worker (it advertises its models) "
-                                           f"or install models into {self.settings.model_dir}")])
+                raise SpecError(
+                    [
+                        (
+                            "tasks",
+                            "no models are known: start a worker (it advertises its models) "
+                            f"or install models into {self.settings.model_dir}",
+                        )
+                    ]
+                )
             check_models(job.tasks, catalog)
         return job
 
@@ -84,17 +94,36 @@ class Producer:
         self.store.create_batch(job.batch_id, assets, tasks, output)
         size = max(1, self.settings.chunk_size)
         for n, start in enumerate(range(0, len(assets), size)):
-            self.send_chunk(job.batch_id, f"{job.batch_id}-{n}", assets[start:start + size], tasks, output,
-                            queue=queue, priority=job.priority)
+            self.send_chunk(
+                job.batch_id,
+                f"{job.batch_id}-{n}",
+                assets[start : start + size],
+                tasks,
+                output,
+                queue=queue,
+                priority=job.priority,
+            )
         return job.batch_id
 
-    def send_chunk(self, batch_id: str, chunk_id: str, assets: list[dict[str, Any]], tasks: dict[str, Any],
-                   output: dict[str, Any], queue: str | None = None, priority: int = 5) -> None:
+    def send_chunk(
+        self,
+        batch_id: str,
+        chunk_id: str,
+        assets: list[dict[str, Any]],
+        tasks: dict[str, Any],
+        output: dict[str, Any],
+        queue: str | None = None,
+        priority: int = 5,
+    ) -> None:
         payload = {"batch_id": batch_id, "chunk_id": chunk_id, "assets": assets, "tasks": tasks, "output": output}
         self.celery.send_task(
-            PROCESS_CHUNK, kwargs={"payload": payload}, queue=queue or self.settings.queue, priority=priority,
+            PROCESS_CHUNK,
+            kwargs={"payload": payload},
+            queue=queue or self.settings.queue,
+            priority=priority,
             # Short, readable arguments for Flower; the payload holds the rest.
-            argsrepr=f"batch={batch_id} chunk={chunk_id}", kwargsrepr=f"{{assets: {len(assets)}}}",
+            argsrepr=f"batch={batch_id} chunk={chunk_id}",
+            kwargsrepr=f"{{assets: {len(assets)}}}",
             retries=0,
         )
 
@@ -107,13 +136,26 @@ class Producer:
             for entry_id, entry in sorted(self.store.dead_letters(bid).items()):
                 payload = entry.get("payload")
                 assets = payload.get("assets", []) if isinstance(payload, dict) else []
-                out.append({"batch_id": bid, "entry_id": entry_id, "error": entry.get("error"),
-                            "attempts": entry.get("attempts"), "dead_lettered_at": entry.get("dead_lettered_at"),
-                            "asset_ids": [a.get("id") for a in assets if isinstance(a, dict)]})
+                out.append(
+                    {
+                        "batch_id": bid,
+                        "entry_id": entry_id,
+                        "error": entry.get("error"),
+                        "attempts": entry.get("attempts"),
+                        "dead_lettered_at": entry.get("dead_lettered_at"),
+                        "asset_ids": [a.get("id") for a in assets if isinstance(a, dict)],
+                    }
+                )
         return out
 
-    def replay(self, batch_id: str, asset_ids: list[str] | None = None, include_skipped: bool = False,
-               dry_run: bool = False, queue: str | None = None) -> dict[str, Any]:
+    def replay(
+        self,
+        batch_id: str,
+        asset_ids: list[str] | None = None,
+        include_skipped: bool = False,
+        dry_run: bool = False,
+        queue: str | None = None,
+    ) -> dict[str, Any]:
         """Re-enqueue dead-lettered (and optionally skipped) assets of a batch with their original spec.
 
         Results overwrite idempotently; a replayed asset moves from ``failed`` to
@@ -133,8 +175,11 @@ class Producer:
                 if wanted is None or {a.get("id") for a in payload.get("assets", [])} <= wanted:
                     consumed.append(entry_id)
         if include_skipped:
-            skipped = [aid for aid, st in self.store.statuses(batch_id).items()
-                       if st == "skipped" and (wanted is None or aid in wanted)]
+            skipped = [
+                aid
+                for aid, st in self.store.statuses(batch_id).items()
+                if st == "skipped" and (wanted is None or aid in wanted)
+            ]
             if skipped:
                 jobs.append((self.store.assets(batch_id, skipped), meta["tasks"], meta["output"]))
         ids = sorted({a["id"] for assets, _, _ in jobs for a in assets})
@@ -144,8 +189,14 @@ class Producer:
             n = 0
             for assets, tasks, output in jobs:
                 for start in range(0, len(assets), size):
-                    self.send_chunk(batch_id, f"{batch_id}-replay{stamp}-{n}", assets[start:start + size], tasks,
-                                    output, queue=queue)
+                    self.send_chunk(
+                        batch_id,
+                        f"{batch_id}-replay{stamp}-{n}",
+                        assets[start : start + size],
+                        tasks,
+                        output,
+                        queue=queue,
+                    )
                     n += 1
             self.store.remove_dead_letters(batch_id, consumed)
         return {"batch_id": batch_id, "asset_ids": ids, "count": len(ids), "dry_run": dry_run}
@@ -163,8 +214,13 @@ class Producer:
     def iter_results(self, batch_id: str) -> Iterator[dict[str, Any]]:
         return self.store.iter_results(batch_id)
 
-    def wait(self, batch_id: str, timeout_s: float | None = None, poll_s: float = 0.5,
-             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def wait(
+        self,
+        batch_id: str,
+        timeout_s: float | None = None,
+        poll_s: float = 0.5,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             try:

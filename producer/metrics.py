@@ -40,17 +40,27 @@ def render(client: redis.Redis) -> str:
         "# HELP assetq_assets_total Assets finished, by status.",
         "# TYPE assetq_assets_total counter",
     ]
-    lines += [f'assetq_assets_total{{status="{f.split("|", 1)[1]}"}} {v:g}' for f, v in sorted(raw.items())
-              if f.startswith("assets|")]
+    lines += [
+        f'assetq_assets_total{{status="{f.split("|", 1)[1]}"}} {v:g}'
+        for f, v in sorted(raw.items())
+        if f.startswith("assets|")
+    ]
     lines += ["# HELP assetq_skipped_total Skipped assets, by reason.", "# TYPE assetq_skipped_total counter"]
-    lines += [f'assetq_skipped_total{{kind="{f.split("|", 1)[1]}"}} {v:g}' for f, v in sorted(raw.items())
-              if f.startswith("skipped|")]
-    lines += ["# HELP assetq_deadletters_total Chunks dead-lettered, by reason.",
-              "# TYPE assetq_deadletters_total counter"]
-    lines += [f'assetq_deadletters_total{{kind="{f.split("|", 1)[1]}"}} {v:g}' for f, v in sorted(raw.items())
-              if f.startswith("deadletters|")]
-    lines += ["# HELP assetq_step_seconds Per-asset time in each pipeline step.",
-              "# TYPE assetq_step_seconds summary"]
+    lines += [
+        f'assetq_skipped_total{{kind="{f.split("|", 1)[1]}"}} {v:g}'
+        for f, v in sorted(raw.items())
+        if f.startswith("skipped|")
+    ]
+    lines += [
+        "# HELP assetq_deadletters_total Chunks dead-lettered, by reason.",
+        "# TYPE assetq_deadletters_total counter",
+    ]
+    lines += [
+        f'assetq_deadletters_total{{kind="{f.split("|", 1)[1]}"}} {v:g}'
+        for f, v in sorted(raw.items())
+        if f.startswith("deadletters|")
+    ]
+    lines += ["# HELP assetq_step_seconds Per-asset time in each pipeline step.", "# TYPE assetq_step_seconds summary"]
     for f, v in sorted(raw.items()):
         if f.startswith("step_ms_sum|"):
             step = f.split("|", 1)[1]
@@ -63,7 +73,7 @@ def serve(client: redis.Redis, port: int, address: str = "0.0.0.0") -> None:  # 
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path.rstrip("/") != "/metrics":
                 self.send_error(404)
                 return

@@ -164,7 +164,12 @@ class Tasks(_Strict):
     def _not_empty(self) -> Tasks:
         if not any((self.facial_recognition, self.ocr, self.clip, self.zero_shot)):
             raise ValueError("no task requested: give at least one of facial-recognition, ocr, clip, zero-shot")
-        if self.zero_shot and self.clip and self.clip.visual and self.clip.visual.model_name != self.zero_shot.model_name:
+        if (
+            self.zero_shot
+            and self.clip
+            and self.clip.visual
+            and self.clip.visual.model_name != self.zero_shot.model_name
+        ):
             raise ValueError("zero-shot and clip.visual must use the same modelName (zero-shot reuses its embedding)")
         return self
 
@@ -218,7 +223,7 @@ class Asset(_Strict):
         if uri is None:
             return None
         if uri.startswith("file://"):
-            if not uri[len("file://"):].startswith("/"):
+            if not uri[len("file://") :].startswith("/"):
                 raise ValueError("file:// URIs must hold an absolute path (file:///...)")
         elif uri.startswith("s3://"):
             if not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+", uri):

@@ -2,7 +2,8 @@
 
 Keys (``assetq:`` prefix, all expiring after ``result_ttl_s``):
 
-* ``batch:<id>``           hash: ``total``, ``created_at``, ``tasks``, ``output``, counters ``ok``/``skipped``/``failed``
+* ``batch:<id>``           hash: ``total``, ``created_at``, ``tasks``, ``output``,
+                           counters ``ok``/``skipped``/``failed``
 * ``batch:<id>:assets``    hash: asset id -> asset ref JSON (for replay of skipped assets)
 * ``batch:<id>:status``    hash: asset id -> ``ok`` | ``skipped`` | ``failed``
 * ``batch:<id>:results``   hash: asset id -> result JSON
@@ -51,8 +52,13 @@ def key(*parts: str) -> str:
 
 
 class BatchStore:
-    def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600,
-                 stream: str = "assetq:results", stream_maxlen: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        ttl_s: int = 7 * 24 * 3600,
+        stream: str = "assetq:results",
+        stream_maxlen: int = 1_000_000,
+    ) -> None:
         self.r = client
         self.ttl_s = ttl_s
         self.stream = stream
@@ -60,18 +66,26 @@ class BatchStore:
         self._record = self.r.register_script(_RECORD)
 
     # -- batches ----------------------------------------------------------------------
-    def create_batch(self, batch_id: str, assets: list[dict[str, Any]], tasks: dict[str, Any],
-                     output: dict[str, Any]) -> None:
+    def create_batch(
+        self, batch_id: str, assets: list[dict[str, Any]], tasks: dict[str, Any], output: dict[str, Any]
+    ) -> None:
         bkey = key("batch", batch_id)
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(bkey, mapping={
-            "id": batch_id, "total": len(assets), "created_at": time.time(),
-            "tasks": json.dumps(tasks), "output": json.dumps(output),
-            "ok": 0, "skipped": 0, "failed": 0,
-        })
+        pipe.hset(
+            bkey,
+            mapping={
+                "id": batch_id,
+                "total": len(assets),
+                "created_at": time.time(),
+                "tasks": json.dumps(tasks),
+                "output": json.dumps(output),
+                "ok": 0,
+                "skipped": 0,
+                "failed": 0,
+            },
+        )
         for i in range(0, len(assets), 1000):
-            pipe.hset(key("batch", batch_id, "assets"),
-                      mapping={a["id"]: json.dumps(a) for a in assets[i:i + 1000]})
+            pipe.hset(key("batch", batch_id, "assets"), mapping={a["id"]: json.dumps(a) for a in assets[i : i + 1000]})
         pipe.zadd(key("batches"), {batch_id: time.time()})
         if self.ttl_s > 0:
             pipe.expire(bkey, self.ttl_s)
@@ -89,8 +103,14 @@ class BatchStore:
         total, ok, skipped, failed = (int(h.get(f, 0)) for f in ("total", "ok", "skipped", "failed"))
         done = ok + skipped + failed
         return {
-            "batch_id": batch_id, "total": total, "ok": ok, "skipped": skipped, "failed": failed,
-            "done": done, "pending": max(total - done, 0), "complete": done >= total,
+            "batch_id": batch_id,
+            "total": total,
+            "ok": ok,
+            "skipped": skipped,
+            "failed": failed,
+            "done": done,
+            "pending": max(total - done, 0),
+            "complete": done >= total,
             "created_at": float(h.get("created_at", 0)),
             "dead_letters": int(self.r.hlen(key("deadletter", batch_id))),
         }
@@ -144,9 +164,8 @@ class BatchStore:
             self.r.hdel(key("deadletter", batch_id), *entry_ids)
 
     def dead_letter_batches(self) -> list[str]:
-        return [_s(b) for b in self.r.zrevrange(key("deadletters"), 0, -1)
-                if self.r.exists(key("deadletter", _s(b)))]
+        return [_s(b) for b in self.r.zrevrange(key("deadletters"), 0, -1) if self.r.exists(key("deadletter", _s(b)))]
 
 
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
+def _s(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)

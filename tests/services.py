@@ -59,9 +59,25 @@ class RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: install Debian's redis-server (CI's .ci/run does)")
-        args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
-                "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
-                "--maxmemory-policy", "noeviction", "--protected-mode", "no"]
+        args = [
+            exe,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.aof else "no",
+            "--appendfsync",
+            "always",
+            "--maxmemory-policy",
+            "noeviction",
+            "--protected-mode",
+            "no",
+        ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         wait_for(lambda: bool(client.ping()), 10, "redis-server")
@@ -94,8 +110,9 @@ class S3Server:
         exe = VENV_BIN / "moto_server"
         if not exe.exists():
             raise RuntimeError("moto_server not found: pip install 'moto[server]'")
-        self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None, 20, "moto_server")
         return self
 
@@ -109,9 +126,14 @@ class S3Server:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="test",
-                            aws_secret_access_key="test",
-                            config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
+        )
 
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -130,14 +152,31 @@ class WorkerProcess:
 
     def start(self, wait_ready: bool = True) -> WorkerProcess:
         env = {**os.environ, **S3_ENV, **self.env, "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "producer.cli", "worker", "--pool", self.pool,
-               "--concurrency", str(self.concurrency), "--name", self.name, "--loglevel", "INFO"]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "producer.cli",
+            "worker",
+            "--pool",
+            self.pool,
+            "--concurrency",
+            str(self.concurrency),
+            "--name",
+            self.name,
+            "--loglevel",
+            "INFO",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         if wait_ready:
             client = redis.Redis.from_url(self.env["ASSETQ_REDIS_URL"])
-            wait_for(lambda: bool(client.exists(f"assetq:worker:{self.name}")), 90,
-                     f"worker {self.name} to come up (log: {self.log})", interval=0.3)
+            wait_for(
+                lambda: bool(client.exists(f"assetq:worker:{self.name}")),
+                90,
+                f"worker {self.name} to come up (log: {self.log})",
+                interval=0.3,
+            )
         return self
 
     def children(self) -> list[int]:

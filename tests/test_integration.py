@@ -68,11 +68,15 @@ def producer(worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Pro
     return Producer(settings=Settings())
 
 
-def test_batch_through_a_real_worker(worker: WorkerProcess, producer: Producer, photos: Path,
-                                     s3_server: S3Server) -> None:
+def test_batch_through_a_real_worker(
+    worker: WorkerProcess, producer: Producer, photos: Path, s3_server: S3Server
+) -> None:
     files = sorted(photos.iterdir())
-    spec = {"assets": [{"id": f.stem, "uri": f.as_uri()} for f in files], "tasks": TASKS,
-            "output": {"s3": {"bucket": BUCKET, "prefix": "ml/"}}}
+    spec = {
+        "assets": [{"id": f.stem, "uri": f.as_uri()} for f in files],
+        "tasks": TASKS,
+        "output": {"s3": {"bucket": BUCKET, "prefix": "ml/"}},
+    }
     batch = producer.submit(spec)
     status = producer.wait(batch, timeout_s=240)
     results = producer.results(batch)
@@ -99,8 +103,10 @@ def test_batch_through_a_real_worker(worker: WorkerProcess, producer: Producer, 
 
 def test_invalid_spec_fails_at_the_producer_and_enqueues_nothing(worker: WorkerProcess, producer: Producer) -> None:
     before = producer.store.recent_batches(1000)
-    bad = {"assets": [{"id": "a", "uri": "file:///x.jpg"}],
-           "tasks": {"facial-recognition": {"detection": {"modelName": "buffalo_l"}}}}
+    bad = {
+        "assets": [{"id": "a", "uri": "file:///x.jpg"}],
+        "tasks": {"facial-recognition": {"detection": {"modelName": "buffalo_l"}}},
+    }
     with pytest.raises(SpecError) as e:
         producer.submit(bad)
     msg = dict(e.value.errors)["tasks.facial-recognition.detection.modelName"]
@@ -108,16 +114,33 @@ def test_invalid_spec_fails_at_the_producer_and_enqueues_nothing(worker: WorkerP
     assert producer.store.recent_batches(1000) == before
 
 
-def test_cli_submit_wait_status_results(worker: WorkerProcess, worker_env: dict[str, str], photos: Path,
-                                        tmp_path: Path) -> None:
+def test_cli_submit_wait_status_results(
+    worker: WorkerProcess, worker_env: dict[str, str], photos: Path, tmp_path: Path
+) -> None:
     env = {**os.environ, **S3_ENV, **worker_env}
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"tasks": {"facial-recognition": TASKS["facial-recognition"]}}))
     cli = [sys.executable, "-m", "producer.cli"]
     out = tmp_path / "out"
-    sub = subprocess.run([*cli, "submit", str(photos / "astronaut.jpg"), str(photos / "truncated.jpg"),
-                          "--spec", str(spec), "--wait", "--out", str(out), "--timeout", "120"],
-                         env=env, capture_output=True, text=True, timeout=180)
+    sub = subprocess.run(
+        [
+            *cli,
+            "submit",
+            str(photos / "astronaut.jpg"),
+            str(photos / "truncated.jpg"),
+            "--spec",
+            str(spec),
+            "--wait",
+            "--out",
+            str(out),
+            "--timeout",
+            "120",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert sub.returncode == 0, sub.stderr + worker.tail()
     batch = sub.stdout.splitlines()[0].strip()
     lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]

@@ -43,12 +43,15 @@ class FakeDetector(InferenceModel):
     def warmup(self) -> None:
         pass
 
-    def run_chunk(self, images: Sequence[DecodedImage], upstream: Mapping[StepKey, Sequence[Any]],
-                  options: Mapping[str, Any]) -> list[Any]:
+    def run_chunk(
+        self, images: Sequence[DecodedImage], upstream: Mapping[StepKey, Sequence[Any]], options: Mapping[str, Any]
+    ) -> list[Any]:
         CALLS.append(("det", len(images), id(images[0].pixels)))
         # one face per 100 px of width, scored 0.9 then 0.5
-        return [[FaceBox((0, 0, 10, 10), 0.9 if i == 0 else 0.5, ((1, 1),) * 5) for i in range(img.width // 100)]
-                for img in images]
+        return [
+            [FaceBox((0, 0, 10, 10), 0.9 if i == 0 else 0.5, ((1, 1),) * 5) for i in range(img.width // 100)]
+            for img in images
+        ]
 
 
 class FakeRecognizer(InferenceModel):
@@ -59,8 +62,9 @@ class FakeRecognizer(InferenceModel):
     def warmup(self) -> None:
         pass
 
-    def run_chunk(self, images: Sequence[DecodedImage], upstream: Mapping[StepKey, Sequence[Any]],
-                  options: Mapping[str, Any]) -> list[Any]:
+    def run_chunk(
+        self, images: Sequence[DecodedImage], upstream: Mapping[StepKey, Sequence[Any]], options: Mapping[str, Any]
+    ) -> list[Any]:
         faces = upstream[("facial-recognition", "detection")]
         total = sum(len(f) for f in faces)
         CALLS.append(("rec", total, id(images[0].pixels)))
@@ -97,8 +101,12 @@ def pipeline(model_dir: Path, tmp_path: Path) -> Pipeline:
     return Pipeline(cache, Fetcher([tmp_path], 10_000_000), Limits(face_batch_size=7))
 
 
-TASKS = {"facial-recognition": {"detection": {"modelName": "fake", "options": {"minScore": 0.1}},
-                                "recognition": {"modelName": "fake", "options": {"minScore": 0.6}}}}
+TASKS = {
+    "facial-recognition": {
+        "detection": {"modelName": "fake", "options": {"minScore": 0.1}},
+        "recognition": {"modelName": "fake", "options": {"minScore": 0.6}},
+    }
+}
 
 
 def test_chunk_batched_in_dependency_order_with_bad_assets_skipped(fake_models: Path, tmp_path: Path) -> None:
@@ -106,9 +114,12 @@ def test_chunk_batched_in_dependency_order_with_bad_assets_skipped(fake_models: 
     (tmp_path / "a.png").write_bytes(png(300, 50))
     (tmp_path / "b.png").write_bytes(png(200, 50))
     (tmp_path / "bad.jpg").write_bytes(b"<html>not an image</html>")
-    assets = [{"id": "a", "uri": (tmp_path / "a.png").as_uri()}, {"id": "bad", "uri": (tmp_path / "bad.jpg").as_uri()},
-              {"id": "b", "uri": (tmp_path / "b.png").as_uri()},
-              {"id": "gone", "uri": (tmp_path / "missing.png").as_uri()}]
+    assets = [
+        {"id": "a", "uri": (tmp_path / "a.png").as_uri()},
+        {"id": "bad", "uri": (tmp_path / "bad.jpg").as_uri()},
+        {"id": "b", "uri": (tmp_path / "b.png").as_uri()},
+        {"id": "gone", "uri": (tmp_path / "missing.png").as_uri()},
+    ]
     results = pipeline(fake_models, tmp_path).process("B", assets, TASKS)
     assert [r["asset_id"] for r in results] == ["a", "bad", "b", "gone"]
     assert [r["status"] for r in results] == ["ok", "skipped", "ok", "skipped"]
@@ -143,8 +154,9 @@ def test_file_outside_roots_is_skipped(fake_models: Path, tmp_path: Path) -> Non
 
 def test_model_cache_unloads_idle_models(fake_models: Path) -> None:
     now = [0.0]
-    cache = ModelCache(fake_models, RuntimeOptions(warmup=False), ttl_s=10, session_factory=fake_factory,
-                       clock=lambda: now[0])
+    cache = ModelCache(
+        fake_models, RuntimeOptions(warmup=False), ttl_s=10, session_factory=fake_factory, clock=lambda: now[0]
+    )
     det = cache.get("facial-recognition", "detection", "fake")
     assert det.loaded and cache.get("facial-recognition", "detection", "fake") is det
     now[0] = 5

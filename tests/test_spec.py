@@ -47,10 +47,14 @@ def test_full_spec_round_trip() -> None:
 @pytest.mark.parametrize(
     ("patch", "field"),
     [
-        ({"tasks": {"facial-recognition": {"detection": {"modelName": "x", "options": {"minScore": 2}}}}},
-         "tasks.facial-recognition.detection.options.minScore"),
-        ({"tasks": {"facial-recognition": {"detection": {"modelName": "x", "options": {"minScroe": 0.5}}}}},
-         "tasks.facial-recognition.detection.options.minScroe"),
+        (
+            {"tasks": {"facial-recognition": {"detection": {"modelName": "x", "options": {"minScore": 2}}}}},
+            "tasks.facial-recognition.detection.options.minScore",
+        ),
+        (
+            {"tasks": {"facial-recognition": {"detection": {"modelName": "x", "options": {"minScroe": 0.5}}}}},
+            "tasks.facial-recognition.detection.options.minScroe",
+        ),
         ({"tasks": {"facial-recognition": {"recognition": {"modelName": "x"}}}}, "tasks.facial-recognition.detection"),
         ({"tasks": {"face": {}}}, "tasks.face"),
         ({"tasks": {}}, "tasks"),
@@ -62,13 +66,22 @@ def test_full_spec_round_trip() -> None:
         ({"assets": [{"id": "a", "data": "not base64!"}]}, "assets.0.data"),
         ({"assets": [{"id": "a", "uri": "file:///a"}, {"id": "a", "uri": "file:///b"}]}, "assets"),
         ({"tasks": {"clip": {"textual": {"modelName": "x", "options": {"text": "a cat"}}}}}, "tasks.clip"),
-        ({"tasks": {"zero-shot": {"modelName": "m", "classes": {"cat": {"positive": []}}}}},
-         "tasks.zero-shot.classes.cat.positive"),
-        ({"tasks": {"zero-shot": {"modelName": "m", "classes": {"cat": {"positive": ["  "]}}}}},
-         "tasks.zero-shot.classes.cat.positive.0"),
-        ({"tasks": {"zero-shot": {"modelName": "m", "classes": {f"c{i}": {"positive": ["x"] * 100}
-                                                                for i in range(300)}}}},
-         "tasks.zero-shot.classes"),
+        (
+            {"tasks": {"zero-shot": {"modelName": "m", "classes": {"cat": {"positive": []}}}}},
+            "tasks.zero-shot.classes.cat.positive",
+        ),
+        (
+            {"tasks": {"zero-shot": {"modelName": "m", "classes": {"cat": {"positive": ["  "]}}}}},
+            "tasks.zero-shot.classes.cat.positive.0",
+        ),
+        (
+            {
+                "tasks": {
+                    "zero-shot": {"modelName": "m", "classes": {f"c{i}": {"positive": ["x"] * 100} for i in range(300)}}
+                }
+            },
+            "tasks.zero-shot.classes",
+        ),
         ({"priority": 11}, "priority"),
     ],
 )
@@ -110,8 +123,10 @@ def test_validate_cli_exit_codes(tmp_path) -> None:  # type: ignore[no-untyped-d
 
 
 def test_producer_imports_no_worker_code_and_no_onnxruntime() -> None:
-    code = ("import sys, producer, producer.cli, producer.client; "
-            "bad=[m for m in sys.modules if m.startswith(('worker','onnxruntime','cv2','torch'))]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, producer, producer.cli, producer.client; "
+        "bad=[m for m in sys.modules if m.startswith(('worker','onnxruntime','cv2','torch'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

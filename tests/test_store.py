@@ -68,7 +68,7 @@ class RecordingS3:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], bytes] = {}
 
-    def put_object(self, Bucket: str, Key: str, Body: bytes, ContentType: str) -> None:  # noqa: N803
+    def put_object(self, Bucket: str, Key: str, Body: bytes, ContentType: str) -> None:
         self.objects[(Bucket, Key)] = Body
 
 
@@ -96,8 +96,13 @@ def test_metrics_render_prometheus_text() -> None:
     from producer.metrics import record_chunk, render
 
     r = fakeredis.FakeRedis()
-    record_chunk(r, [result("a", timings_ms={"decode": 10.0, "ocr.detection": 30.0}),
-                     result("b", "skipped", error={"kind": "truncated", "message": "x"}, timings_ms={})])
+    record_chunk(
+        r,
+        [
+            result("a", timings_ms={"decode": 10.0, "ocr.detection": 30.0}),
+            result("b", "skipped", error={"kind": "truncated", "message": "x"}, timings_ms={}),
+        ],
+    )
     text = render(r)
     assert 'assetq_assets_total{status="ok"} 1' in text
     assert 'assetq_skipped_total{kind="truncated"} 1' in text

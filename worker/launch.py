@@ -11,14 +11,36 @@ from types import FrameType
 from worker.devices import apply, parse_device, parse_devices, placement
 
 
-def celery_argv(queues: list[str], node: str, concurrency: int, pool: str, loglevel: str,
-                extra: list[str]) -> list[str]:
-    return ["worker", "-Q", ",".join(queues), "-n", node, "--concurrency", str(concurrency),
-            "--pool", pool, "--loglevel", loglevel, "--task-events", *extra]
+def celery_argv(
+    queues: list[str], node: str, concurrency: int, pool: str, loglevel: str, extra: list[str]
+) -> list[str]:
+    return [
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-n",
+        node,
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        pool,
+        "--loglevel",
+        loglevel,
+        "--task-events",
+        *extra,
+    ]
 
 
-def launch(device: str | None, devices: str | None, concurrency: int | None, pool: str, loglevel: str,
-           queues: str | None, extra: list[str], name: str | None = None) -> int:
+def launch(
+    device: str | None,
+    devices: str | None,
+    concurrency: int | None,
+    pool: str,
+    loglevel: str,
+    queues: str | None,
+    extra: list[str],
+    name: str | None = None,
+) -> int:
     from config.settings import get_settings
 
     if devices:
@@ -32,14 +54,21 @@ def launch(device: str | None, devices: str | None, concurrency: int | None, poo
     os.environ.setdefault("ASSETQ_NODE", name or place.node_name)
     from worker.app import app
 
-    argv = celery_argv(queues.split(",") if queues else place.queues, name or place.node_name,
-                       concurrency or settings.concurrency, pool, loglevel, [a for a in extra if a != "--"])
+    argv = celery_argv(
+        queues.split(",") if queues else place.queues,
+        name or place.node_name,
+        concurrency or settings.concurrency,
+        pool,
+        loglevel,
+        [a for a in extra if a != "--"],
+    )
     app.worker_main(argv)
     return 0
 
 
-def _launch_many(devices: list[str], concurrency: int | None, pool: str, loglevel: str, queues: str | None,
-                 extra: list[str]) -> int:
+def _launch_many(
+    devices: list[str], concurrency: int | None, pool: str, loglevel: str, queues: str | None, extra: list[str]
+) -> int:
     """One child process per device, each seeing only its own GPU; stop them all together."""
     procs: list[subprocess.Popen[bytes]] = []
     for dev in devices:

@@ -12,7 +12,6 @@ from producer.spec import new_batch_id
 from worker.pipeline.run import Decoded
 from worker.runtime import build_runtime
 
-
 __all__ = ["run_local", "summarize", "write_outputs"]
 
 
@@ -21,8 +20,13 @@ def summarize(results: list[dict[str, Any]], wall_s: float, batch_id: str) -> di
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     total = len(results)
-    return {"batch_id": batch_id, "total": total, **counts, "wall_s": round(wall_s, 3),
-            "images_per_s": round(total / wall_s, 3) if wall_s > 0 else None}
+    return {
+        "batch_id": batch_id,
+        "total": total,
+        **counts,
+        "wall_s": round(wall_s, 3),
+        "images_per_s": round(total / wall_s, 3) if wall_s > 0 else None,
+    }
 
 
 def run_local(
@@ -37,7 +41,7 @@ def run_local(
     rt = build_runtime(settings, local_paths_ok=True)
     pipeline = rt.pipeline
     size = max(1, settings.chunk_size)
-    chunks = [assets[i:i + size] for i in range(0, len(assets), size)]
+    chunks = [assets[i : i + size] for i in range(0, len(assets), size)]
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     try:
@@ -62,8 +66,9 @@ def run_local(
     return results, summarize(results, time.perf_counter() - t0, bid)
 
 
-def _prefetched(chunks: list[list[dict[str, Any]]], decode: Callable[[list[dict[str, Any]]], list[Decoded]]
-                ) -> Iterator[tuple[list[dict[str, Any]], list[Decoded]]]:
+def _prefetched(
+    chunks: list[list[dict[str, Any]]], decode: Callable[[list[dict[str, Any]]], list[Decoded]]
+) -> Iterator[tuple[list[dict[str, Any]], list[Decoded]]]:
     """Yield (chunk, decoded) with the next chunk's decode already running in the background."""
     from concurrent.futures import ThreadPoolExecutor
 

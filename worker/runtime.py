@@ -49,8 +49,11 @@ def s3_client(settings: Settings) -> Any:
     kwargs: dict[str, Any] = {
         "endpoint_url": settings.s3_endpoint_url,
         "region_name": settings.s3_region,
-        "config": Config(connect_timeout=settings.s3_connect_timeout_s, read_timeout=settings.s3_read_timeout_s,
-                         retries={"max_attempts": 2, "mode": "standard"}),
+        "config": Config(
+            connect_timeout=settings.s3_connect_timeout_s,
+            read_timeout=settings.s3_read_timeout_s,
+            retries={"max_attempts": 2, "mode": "standard"},
+        ),
     }
     if settings.s3_access_key_id and settings.s3_secret_access_key:
         kwargs["aws_access_key_id"] = settings.s3_access_key_id.get_secret_value()
@@ -75,8 +78,7 @@ class Runtime:
             self.cache.get(step.task, step.type, step.model_name)
 
 
-def build_runtime(settings: Settings, allowed_roots: list[Path] | None = None,
-                  local_paths_ok: bool = False) -> Runtime:
+def build_runtime(settings: Settings, allowed_roots: list[Path] | None = None, local_paths_ok: bool = False) -> Runtime:
     """``local_paths_ok``: any local path may be read (``assetq run`` over paths the user named)."""
     cache = ModelCache(settings.model_dir, runtime_options(settings), ttl_s=settings.model_ttl_s)
     roots: list[Path] | None = None if local_paths_ok else list(allowed_roots or settings.allowed_roots)
@@ -90,8 +92,11 @@ def build_sinks(settings: Settings, redis_client: Any | None, result_dir: Path |
 
     sinks: list[Sink] = []
     if redis_client is not None:
-        sinks.append(RedisSink(BatchStore(redis_client, settings.result_ttl_s, settings.results_stream,
-                                          settings.results_stream_maxlen)))
+        sinks.append(
+            RedisSink(
+                BatchStore(redis_client, settings.result_ttl_s, settings.results_stream, settings.results_stream_maxlen)
+            )
+        )
     sinks.append(S3Sink(s3_client(settings), settings.s3_bucket, settings.s3_prefix))
     if result_dir is not None:
         sinks.append(LocalDirSink(result_dir))

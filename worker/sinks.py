@@ -65,8 +65,12 @@ class S3Sink:
         try:
             for r in results:
                 body = json.dumps(r, separators=(",", ":")).encode()
-                self.client.put_object(Bucket=bucket, Key=s3_key(prefix, r["batch_id"], r["asset_id"]), Body=body,
-                                       ContentType="application/json")
+                self.client.put_object(
+                    Bucket=bucket,
+                    Key=s3_key(prefix, r["batch_id"], r["asset_id"]),
+                    Body=body,
+                    ContentType="application/json",
+                )
         except (BotoCoreError, ClientError) as e:
             raise TransientError(f"S3 write to {bucket} failed: {e}") from e
 

@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30,
-                                retry_on_timeout=True, health_check_interval=30)
+    return redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=5, socket_timeout=30, retry_on_timeout=True, health_check_interval=30
+    )
 
 
 @dataclass
@@ -36,8 +37,7 @@ class WorkerRuntime:
     def from_settings(cls, settings: Settings) -> WorkerRuntime:
         client = redis_client(settings)
         store = BatchStore(client, settings.result_ttl_s, settings.results_stream, settings.results_stream_maxlen)
-        return cls(settings, build_runtime(settings), client, store,
-                   build_sinks(settings, client, settings.result_dir))
+        return cls(settings, build_runtime(settings), client, store, build_sinks(settings, client, settings.result_dir))
 
     def preload_installed(self) -> None:
         """Load and warm every installed model (the tasks this worker will most likely get)."""

@@ -76,8 +76,11 @@ def choose_providers(device: str, available: Sequence[str], opts: RuntimeOptions
                 cuda["gpu_mem_limit"] = opts.gpu_mem_limit_mb * 1024 * 1024
             providers.append(("CUDAExecutionProvider", cuda))
         else:
-            log.warning("device %s requested but CUDAExecutionProvider is not available (have %s); using CPU",
-                        device, ", ".join(available))
+            log.warning(
+                "device %s requested but CUDAExecutionProvider is not available (have %s); using CPU",
+                device,
+                ", ".join(available),
+            )
     providers.append("CPUExecutionProvider")
     return providers
 
@@ -97,7 +100,7 @@ def onnxruntime_session(path: Path, opts: RuntimeOptions, flush_denormals: bool)
     providers = choose_providers(opts.device, ort.get_available_providers(), opts)
     session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
     log.info("loaded %s on %s", path, session.get_providers()[0])
-    return session  # type: ignore[no-any-return]
+    return session
 
 
 class ModelNotInstalled(FileNotFoundError):
@@ -166,7 +169,7 @@ class InferenceModel(ABC):
     def unload(self) -> None:
         self._session = None
 
-    def _after_load(self) -> None:
+    def _after_load(self) -> None:  # noqa: B027 -- an optional hook, not an abstract method
         """Hook for subclasses: read input shapes, metadata, side files."""
 
     @property

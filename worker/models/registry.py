@@ -89,7 +89,9 @@ def model_class(task: str, type_: str, model_name: str, model_dir: Path) -> type
         return _CLASSES[(task, type_, family)]
     except KeyError:
         known = sorted(f"{t}/{ty} ({f})" for t, ty, f in _CLASSES)
-        raise LookupError(f"no model class for {task}/{type_} of family {family!r}; known: {', '.join(known)}") from None
+        raise LookupError(
+            f"no model class for {task}/{type_} of family {family!r}; known: {', '.join(known)}"
+        ) from None
 
 
 def registered() -> dict[tuple[str, str, str], type[InferenceModel]]:

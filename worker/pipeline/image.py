@@ -1,4 +1,23 @@
-"""The decoded image every model reads, and the one place images are decoded."""
+"""The decoded image every model reads, and the one place images are decoded.
+
+Decoding is the first thing that touches untrusted bytes, so it is defensive:
+
+* the format is found from the content (never the file name) and only the
+  photo formats in :data:`DECODABLE_FORMATS` are opened -- never Pillow's
+  other plugins (EPS would run Ghostscript, and most of the rest are attack
+  surface no photo library needs);
+* the size declared in the header is checked against ``max_pixels`` and
+  ``max_side`` *before* any pixel is allocated, so a decompression bomb costs
+  nothing;
+* only the first frame of an animation or multi-page file is read, without
+  scanning the others;
+* every failure becomes an :class:`AssetError` with a specific ``kind``
+  (see ``worker.pipeline.errors.ERROR_KINDS``); no Pillow warning or
+  exception leaves this module.
+
+Peak memory for an image of N pixels is about twice its N x 3 byte RGB array
+(plus the decoder's own mode when it is not RGB); ``max_pixels`` bounds it.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +28,32 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from worker.pipeline.errors import AssetError
+from worker.pipeline.errors import AssetError, TransientError
 
 # Never let Pillow fill a truncated file with grey: a truncated image is skipped.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# Photo formats worth decoding; MPO (multi-picture JPEG) and APNG come in through JPEG and PNG.
+_PHOTO_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "AVIF")
+Image.init()
+DECODABLE_FORMATS: tuple[str, ...] = tuple(f for f in _PHOTO_FORMATS if f in Image.OPEN)
+
+# Default cap on either side. The pixel limit alone lets a 1 x 50,000,000 strip
+# through, and resizing its short side to a model's input size (CLIP: 224)
+# would then ask for billions of pixels. 65,535 is the largest side JPEG can
+# express; with 50 MP the worst aspect ratio left is about 86:1.
+MAX_IMAGE_SIDE = 65_535
+
+# Signatures of the formats above, to tell "a broken PNG" from "not an image at all".
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
 
 
 @dataclass(frozen=True)
@@ -22,7 +63,8 @@ class DecodedImage:
     ``pixels`` may be smaller than the original (decoded with JPEG draft
     scaling); ``width``/``height`` are always the original, oriented size, and
     ``scale`` maps pixel coordinates back to it. Models report coordinates in
-    original-image pixels by multiplying by ``scale``.
+    original-image pixels by multiplying by ``scale``. ``pixels`` from
+    :func:`decode_image` is read-only: every model of a chunk shares it.
     """
 
     pixels: np.ndarray  # (H, W, 3) uint8, RGB, C-contiguous
@@ -43,103 +85,166 @@ class DecodedImage:
         return cls(pixels=rgb, width=rgb.shape[1], height=rgb.shape[0])
 
 
-def decode_image(data: bytes, max_pixels: int, min_side: int = 0) -> DecodedImage:
+def decode_image(data: bytes, max_pixels: int, min_side: int = 0, *, max_side: int = MAX_IMAGE_SIDE) -> DecodedImage:
     """Decode ``data`` by content (never by file name) into an RGB ``DecodedImage``.
+
+    ``max_pixels`` / ``max_side``: refuse (``too_large``) an image whose header
+    declares more pixels, or a longer side, before decoding it. Both are
+    symmetric, so an EXIF rotation never changes the verdict.
 
     ``min_side``: when > 0, a JPEG may be decoded with DCT scaling (draft mode)
     as long as its shorter side stays >= ``min_side``; coordinates still refer
     to the original size through ``DecodedImage.scale``.
 
+    Transparent pixels are composited on white; 16-bit samples are scaled to
+    8 bits (not clipped); CMYK uses Pillow's conversion (no ICC colour
+    management); animations and multi-page files give their first frame.
+
     Raises :class:`AssetError` with a specific ``kind`` for anything that is
-    not a decodable image within the limits.
+    not a decodable image within the limits, and :class:`TransientError` when
+    the process runs out of memory on an image within them (another try, or
+    another worker, may have the memory).
     """
     if not data:
         raise AssetError("empty", "the file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
-            # Pillow warns, then errors, past MAX_IMAGE_PIXELS; we check ourselves.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            _silence_pillow_warnings()
+            img = Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
             width, height = img.size
-            if width <= 0 or height <= 0:
-                raise AssetError("invalid_dimensions", f"image declares {width}x{height} pixels")
-            if width * height > max_pixels:
-                raise AssetError(
-                    "too_large", f"image has {width}x{height} = {width * height} pixels, limit is {max_pixels}"
-                )
+            _check_size(width, height, max_pixels, max_side)
             orientation = _exif_orientation(img)
             if min_side > 0 and img.format == "JPEG":
                 short = min(width, height)
                 if short >= 2 * min_side:
                     img.draft("RGB", (max(1, width * min_side // short), max(1, height * min_side // short)))
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
-            img.load()
-            img = _apply_orientation(img, orientation)
+            img.load()  # the frame Image.open positioned on: the first one
             rgb = _to_rgb(img)
+            del img
+            arr: np.ndarray = np.asarray(rgb, dtype=np.uint8)
+            del rgb
+            arr = _orient(arr, orientation)
     except AssetError:
         raise
-    except Image.DecompressionBombError as e:
+    except Image.DecompressionBombError as e:  # Pillow's own cap, 2 x Image.MAX_IMAGE_PIXELS
         raise AssetError("too_large", str(e)) from e
     except UnidentifiedImageError as e:
-        raise AssetError("unsupported_format", "not a recognised image format") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        msg = str(e) or type(e).__name__
-        kind = "truncated" if "truncated" in msg.lower() or isinstance(e, EOFError) else "corrupt"
-        raise AssetError(kind, f"cannot decode image: {msg}") from e
+        raise _unidentified(data) from e
     except MemoryError as e:
-        raise AssetError("too_large", "out of memory while decoding") from e
-    arr = np.asarray(rgb, dtype=np.uint8)
+        raise TransientError("out of memory while decoding an image within the size limits") from e
+    except Exception as e:
+        # Pillow's plugins raise OSError, SyntaxError, ValueError, EOFError, struct.error,
+        # IndexError ... on hostile input; none of them may reach the pipeline.
+        raise _decode_failure(e) from e
     if orientation in (5, 6, 7, 8):
         width, height = height, width
-    return DecodedImage(pixels=np.ascontiguousarray(arr), width=width, height=height)
+    arr.setflags(write=False)
+    return DecodedImage(pixels=arr, width=width, height=height)
+
+
+def _silence_pillow_warnings() -> None:
+    # Pillow warns about big images (we check sizes ourselves) and about bad
+    # metadata (EXIF, MPO) it then ignores. Only these are silenced, and only
+    # for Pillow and this module: catch_warnings is not thread-safe before
+    # Python 3.14, and if decode threads race, what can leak into the global
+    # filters is just these narrow entries.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+    warnings.filterwarnings("ignore", category=UserWarning, module=__name__)
+
+
+def _check_size(width: int, height: int, max_pixels: int, max_side: int) -> None:
+    if width <= 0 or height <= 0:
+        raise AssetError("invalid_dimensions", f"image declares {width}x{height} pixels")
+    if width * height > max_pixels:
+        raise AssetError("too_large", f"image has {width}x{height} = {width * height} pixels, limit is {max_pixels}")
+    if max(width, height) > max_side:
+        raise AssetError("too_large", f"image is {width}x{height}, longest side limit is {max_side}")
+
+
+def _unidentified(data: bytes) -> AssetError:
+    fmt = next((name for sig, name in _SIGNATURES if data.startswith(sig)), None)
+    if fmt is None:
+        return AssetError("unsupported_format", f"not a decodable image (formats: {', '.join(DECODABLE_FORMATS)})")
+    # The signature says JPEG/PNG/..., but its header cannot be parsed.
+    return AssetError("corrupt", f"starts like a {fmt} file but its header cannot be read (truncated or damaged)")
+
+
+def _decode_failure(e: Exception) -> AssetError:
+    msg = str(e) or type(e).__name__
+    if isinstance(e, EOFError) or "truncated" in msg.lower():
+        return AssetError("truncated", f"image data ends early: {msg}")
+    if "decompressed data too large" in msg.lower():  # e.g. a zTXt metadata bomb in a PNG
+        return AssetError("too_large", f"image metadata too large: {msg}")
+    return AssetError("corrupt", f"cannot decode image ({type(e).__name__}): {msg}")
 
 
 def _exif_orientation(img: Image.Image) -> int:
     try:
-        value = img.getexif().get(0x0112, 1)
-        value = int(value)
+        value = int(img.getexif().get(0x0112, 1))
     except Exception:  # corrupt EXIF must not cost the image; treat as upright
         return 1
     return value if 1 <= value <= 8 else 1
 
 
-_TRANSPOSE = {
-    2: [Image.Transpose.FLIP_LEFT_RIGHT],
-    3: [Image.Transpose.ROTATE_180],
-    4: [Image.Transpose.FLIP_TOP_BOTTOM],
-    5: [Image.Transpose.TRANSPOSE],
-    6: [Image.Transpose.ROTATE_270],
-    7: [Image.Transpose.TRANSVERSE],
-    8: [Image.Transpose.ROTATE_90],
-}
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn the stored (H, W, 3) array upright as EXIF orientation 1-8 says.
 
-
-def _apply_orientation(img: Image.Image, orientation: int) -> Image.Image:
-    # Same mapping as PIL.ImageOps.exif_transpose, without re-reading (possibly corrupt) EXIF.
-    for op in _TRANSPOSE.get(orientation, []):
-        img = img.transpose(op)
-    return img
+    Done on the RGB array, as numpy views plus one copy, rather than with
+    Pillow's transpose before conversion, which holds an extra full image.
+    """
+    if orientation == 2:  # mirrored
+        view = arr[:, ::-1]
+    elif orientation == 3:  # upside down
+        view = arr[::-1, ::-1]
+    elif orientation == 4:  # mirrored and upside down
+        view = arr[::-1]
+    elif orientation == 5:  # mirrored along the main diagonal
+        view = arr.transpose(1, 0, 2)
+    elif orientation == 6:  # stored rotated 90° anticlockwise: turn clockwise
+        view = np.rot90(arr, k=-1)
+    elif orientation == 7:  # mirrored along the anti-diagonal
+        view = arr[::-1, ::-1].transpose(1, 0, 2)
+    elif orientation == 8:  # stored rotated 90° clockwise: turn anticlockwise
+        view = np.rot90(arr, k=1)
+    else:
+        return arr
+    return np.ascontiguousarray(view)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    wide = img.mode.startswith("I") or img.mode == "F"  # 16/32-bit samples: scaled below, alpha or not
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or ("transparency" in img.info and not wide):
         # Composite on white: transparent regions of logos/screenshots read as paper, not black.
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if img.mode.startswith("I;16"):
         # 16-bit samples span 0..65535: scale to 8 bits instead of clipping.
-        arr16 = np.asarray(img, dtype=np.uint32)
-        return Image.fromarray((arr16 // 257).astype(np.uint8)).convert("RGB")
+        return _gray_to_rgb(np.asarray(img, dtype=np.uint32) // 257)
     if img.mode in ("I", "F"):
-        arr32 = np.asarray(img, dtype=np.float64)
-        top = float(arr32.max()) if arr32.size else 0.0
-        factor = 255.0 / top if top > 255.0 else 1.0
-        return Image.fromarray((arr32 * factor).clip(0, 255).astype(np.uint8)).convert("RGB")
+        return _gray_to_rgb(_wide_to_8bit(np.asarray(img, dtype=np.float64), img.mode))
     return img.convert("RGB")
 
 
-__all__ = ["DecodedImage", "decode_image"]
+def _wide_to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """32-bit integer or float samples to 0..255, by the range they evidently use."""
+    top = float(values.max()) if values.size else 0.0
+    if mode == "F" and top <= 1.0:
+        factor = 255.0  # normalised floats
+    elif top <= 255.0:
+        factor = 1.0  # already 8-bit values
+    elif mode == "I" and top <= 65535.0:
+        factor = 1.0 / 257.0  # 16-bit values in a 32-bit container
+    else:
+        factor = 255.0 / top
+    return np.clip(values * factor, 0, 255)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> Image.Image:
+    return Image.fromarray(gray.astype(np.uint8)).convert("RGB")
+
+
+__all__ = ["DECODABLE_FORMATS", "MAX_IMAGE_SIDE", "DecodedImage", "decode_image"]

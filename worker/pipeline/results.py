@@ -28,10 +28,21 @@ def _vector(v: np.ndarray) -> list[float]:
     return [round(float(x), 7) for x in np.asarray(v, dtype=np.float32).ravel()]
 
 
-def skipped(batch_id: str, asset_id: str, kind: str, message: str, status: str = "skipped",
-            timings: Mapping[str, float] | None = None) -> dict[str, Any]:
-    return {"batch_id": batch_id, "asset_id": asset_id, "status": status,
-            "error": {"kind": kind, "message": message}, "timings_ms": dict(timings or {})}
+def skipped(
+    batch_id: str,
+    asset_id: str,
+    kind: str,
+    message: str,
+    status: str = "skipped",
+    timings: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    return {
+        "batch_id": batch_id,
+        "asset_id": asset_id,
+        "status": status,
+        "error": {"kind": kind, "message": message},
+        "timings_ms": dict(timings or {}),
+    }
 
 
 def build(
@@ -46,17 +57,23 @@ def build(
 ) -> dict[str, Any]:
     """``outputs`` holds this asset's output of every step in ``plan``."""
     steps = {s.key: s for s in plan}
-    result: dict[str, Any] = {"batch_id": batch_id, "asset_id": asset_id, "status": "ok", "error": None,
-                              "image": {"width": width, "height": height}}
+    result: dict[str, Any] = {
+        "batch_id": batch_id,
+        "asset_id": asset_id,
+        "status": "ok",
+        "error": None,
+        "image": {"width": width, "height": height},
+    }
     if FACE_DET in steps:
-        result["faces"] = _faces(outputs[FACE_DET], outputs.get(FACE_REC), steps[FACE_DET],
-                                 steps.get(FACE_REC))
+        result["faces"] = _faces(outputs[FACE_DET], outputs.get(FACE_REC), steps[FACE_DET], steps.get(FACE_REC))
     if TEXT_DET in steps:
         if TEXT_REC in steps:
             result["ocr"] = [_line(line) for line in outputs[TEXT_REC]]
         else:
-            result["ocr"] = [{"box": [[_r(x), _r(y)] for x, y in b.quad], "text": None, "score": None,
-                              "box_score": _r(b.score)} for b in outputs[TEXT_DET]]
+            result["ocr"] = [
+                {"box": [[_r(x), _r(y)] for x, y in b.quad], "text": None, "score": None, "box_score": _r(b.score)}
+                for b in outputs[TEXT_DET]
+            ]
     if CLIP_VIS in steps and emit_clip:
         result["clip"] = {"embedding": _vector(outputs[CLIP_VIS]), "model": steps[CLIP_VIS].model_name}
     if ZERO_SHOT in steps:
@@ -86,5 +103,9 @@ def _faces(boxes: list[FaceBox], embeddings: np.ndarray | None, det: Step, rec: 
 
 
 def _line(line: TextLine) -> dict[str, Any]:
-    return {"box": [[_r(x, 2), _r(y, 2)] for x, y in line.quad], "text": line.text,
-            "score": _r(line.score), "box_score": _r(line.box_score)}
+    return {
+        "box": [[_r(x, 2), _r(y, 2)] for x, y in line.quad],
+        "text": line.text,
+        "score": _r(line.score),
+        "box_score": _r(line.box_score),
+    }

@@ -74,9 +74,7 @@ class Pipeline:
 
     def decode_all(self, assets: Sequence[dict[str, Any]], plan: Sequence[Step]) -> Iterator[Decoded]:
         """Fetch and decode in a small thread pool (I/O and Pillow release the GIL)."""
-        futures: list[Future[tuple[DecodedImage, float]]] = [
-            self._pool.submit(self._fetch_decode, a) for a in assets
-        ]
+        futures: list[Future[tuple[DecodedImage, float]]] = [self._pool.submit(self._fetch_decode, a) for a in assets]
         deadline_each = self.limits.asset_time_limit_s
         for fut in futures:
             try:
@@ -93,9 +91,14 @@ class Pipeline:
         img = decode_image(data, self.limits.max_pixels)
         return img, (time.perf_counter() - t0) * 1000
 
-    def run_models(self, batch_id: str, assets: Sequence[dict[str, Any]],
-                   decoded: Sequence[Decoded],
-                   plan: Sequence[Step], tasks: dict[str, Any]) -> list[dict[str, Any]]:
+    def run_models(
+        self,
+        batch_id: str,
+        assets: Sequence[dict[str, Any]],
+        decoded: Sequence[Decoded],
+        plan: Sequence[Step],
+        tasks: dict[str, Any],
+    ) -> list[dict[str, Any]]:
         transient = [d for d in decoded if isinstance(d, TransientError)]
         if transient:
             raise transient[0]
@@ -128,8 +131,9 @@ class Pipeline:
             out.append(results.build(batch_id, aid, image.width, image.height, plan, per_asset, timings, emit_clip))
         return out
 
-    def _run_step(self, model: InferenceModel, images: list[DecodedImage], upstream: dict[Any, Any],
-                  options: dict[str, Any]) -> list[Any]:
+    def _run_step(
+        self, model: InferenceModel, images: list[DecodedImage], upstream: dict[Any, Any], options: dict[str, Any]
+    ) -> list[Any]:
         try:
             out = model.run_chunk(images, upstream, options)
         except MemoryError as e:
@@ -156,5 +160,3 @@ class Pipeline:
 def _is_device_oom(e: Exception) -> bool:
     text = str(e).lower()
     return "out of memory" in text or "failed to allocate memory" in text or "cudaerrormemoryallocation" in text
-
-
