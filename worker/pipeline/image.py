@@ -15,8 +15,9 @@ Decoding is the first thing that touches untrusted bytes, so it is defensive:
   (see ``worker.pipeline.errors.ERROR_KINDS``); no Pillow warning or
   exception leaves this module.
 
-Peak memory for an image of N pixels is about twice its N x 3 byte RGB array
-(plus the decoder's own mode when it is not RGB); ``max_pixels`` bounds it.
+Peak memory is about 2.7x the returned N x 3 byte RGB array (Pillow holds RGB
+at 4 bytes a pixel; two full-size images are alive at most), so
+``max_pixels`` bounds it: about 400 MB for the default 50 MP.
 """
 
 from __future__ import annotations
@@ -119,11 +120,14 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 0, *, max_side: i
                 if short >= 2 * min_side:
                     img.draft("RGB", (max(1, width * min_side // short), max(1, height * min_side // short)))
             img.load()  # the frame Image.open positioned on: the first one
+            # Convert, then orient, then copy out, dropping each stage as the next is made:
+            # at most two full-size images are alive at once.
             rgb = _to_rgb(img)
             del img
-            arr: np.ndarray = np.asarray(rgb, dtype=np.uint8)
+            if orientation in _TRANSPOSE:
+                rgb = rgb.transpose(_TRANSPOSE[orientation])
+            arr = _to_array(rgb)
             del rgb
-            arr = _orient(arr, orientation)
     except AssetError:
         raise
     except Image.DecompressionBombError as e:  # Pillow's own cap, 2 x Image.MAX_IMAGE_PIXELS
@@ -187,29 +191,35 @@ def _exif_orientation(img: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn the stored (H, W, 3) array upright as EXIF orientation 1-8 says.
+# Copy-out strip size: bounds the temporary bytes Pillow makes when handing pixels to numpy.
+_STRIP_BYTES = 4 << 20
 
-    Done on the RGB array, as numpy views plus one copy, rather than with
-    Pillow's transpose before conversion, which holds an extra full image.
+
+def _to_array(rgb: Image.Image) -> np.ndarray:
+    """Copy an RGB image into a new (H, W, 3) array a strip at a time.
+
+    ``np.asarray(image)`` goes through ``Image.tobytes()``, which holds the
+    encoded chunks and their joined copy at once: two extra full-size buffers
+    at the moment memory peaks.
     """
-    if orientation == 2:  # mirrored
-        view = arr[:, ::-1]
-    elif orientation == 3:  # upside down
-        view = arr[::-1, ::-1]
-    elif orientation == 4:  # mirrored and upside down
-        view = arr[::-1]
-    elif orientation == 5:  # mirrored along the main diagonal
-        view = arr.transpose(1, 0, 2)
-    elif orientation == 6:  # stored rotated 90° anticlockwise: turn clockwise
-        view = np.rot90(arr, k=-1)
-    elif orientation == 7:  # mirrored along the anti-diagonal
-        view = arr[::-1, ::-1].transpose(1, 0, 2)
-    elif orientation == 8:  # stored rotated 90° clockwise: turn anticlockwise
-        view = np.rot90(arr, k=1)
-    else:
-        return arr
-    return np.ascontiguousarray(view)
+    width, height = rgb.size
+    arr = np.empty((height, width, 3), np.uint8)
+    rows = max(1, _STRIP_BYTES // (3 * width))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        arr[top:bottom] = np.asarray(rgb.crop((0, top, width, bottom)))
+    return arr
+
+
+_TRANSPOSE = {  # EXIF orientation -> the transposition that turns the stored pixels upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT,  # mirrored
+    3: Image.Transpose.ROTATE_180,  # upside down
+    4: Image.Transpose.FLIP_TOP_BOTTOM,  # mirrored and upside down
+    5: Image.Transpose.TRANSPOSE,  # mirrored along the main diagonal
+    6: Image.Transpose.ROTATE_270,  # stored turned 90° anticlockwise: turn it clockwise
+    7: Image.Transpose.TRANSVERSE,  # mirrored along the anti-diagonal
+    8: Image.Transpose.ROTATE_90,  # stored turned 90° clockwise: turn it anticlockwise
+}
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -218,9 +228,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     wide = img.mode.startswith("I") or img.mode == "F"  # 16/32-bit samples: scaled below, alpha or not
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or ("transparency" in img.info and not wide):
         # Composite on white: transparent regions of logos/screenshots read as paper, not black.
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        white = Image.new("RGB", rgba.size, (255, 255, 255))
+        white.paste(rgba, mask=rgba)  # blends by the alpha band, in place
+        return white
     if img.mode.startswith("I;16"):
         # 16-bit samples span 0..65535: scale to 8 bits instead of clipping.
         return _gray_to_rgb(np.asarray(img, dtype=np.uint32) // 257)
