@@ -92,17 +92,19 @@ class Fetcher:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError as e:
             raise _file_error(e, raw_path) from e
-        with os.fdopen(fd, "rb") as f:
-            try:
-                self._check_opened_inside_roots(fd, raw_path)
-                info = os.fstat(fd)
-                if not stat.S_ISREG(info.st_mode):
-                    raise AssetError("not_a_file", f"{raw_path} is not a regular file")
-                if info.st_size > self.max_bytes:
-                    raise AssetError("too_large", f"file has {info.st_size} bytes, limit is {self.max_bytes}")
+        try:
+            self._check_opened_inside_roots(fd, raw_path)
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):  # checked before reading: a directory or FIFO cannot be read
+                raise AssetError("not_a_file", f"{raw_path} is not a regular file")
+            if info.st_size > self.max_bytes:
+                raise AssetError("too_large", f"file has {info.st_size} bytes, limit is {self.max_bytes}")
+            with open(fd, "rb", closefd=False) as f:
                 data = f.read(self.max_bytes + 1)  # the file may have grown since fstat
-            except OSError as e:
-                raise _file_error(e, raw_path) from e
+        except OSError as e:
+            raise _file_error(e, raw_path) from e
+        finally:
+            os.close(fd)
         if len(data) > self.max_bytes:
             raise AssetError("too_large", f"file has more than {self.max_bytes} bytes")
         return data
