@@ -68,9 +68,11 @@ class Settings(BaseSettings):
     detection_batch_size: int = Field(8, description="Max images per detection batch.")
 
     # --- images -------------------------------------------------------------
+    # Pillow itself refuses past 2 x Image.MAX_IMAGE_PIXELS (~179 MP), so that is the ceiling here.
     max_image_pixels: int = Field(
-        50_000_000, description="Refuse images larger than this many pixels (decompression bombs)."
+        50_000_000, le=178_956_970, description="Refuse images larger than this many pixels (decompression bombs)."
     )
+    max_image_side: int = Field(65_535, ge=1, description="Refuse images whose longer side exceeds this (long strips).")
     max_image_bytes: int = Field(200 * 1024 * 1024, description="Refuse encoded files larger than this.")
     allowed_roots: list[Path] = Field(
         default_factory=list,
@@ -89,7 +91,21 @@ class Settings(BaseSettings):
     max_retries: int = Field(5, description="Retries for transient errors.")
     retry_backoff_s: float = Field(2.0, description="First retry delay; doubles each try, with jitter.")
     retry_backoff_max_s: float = Field(120.0, description="Cap on the retry delay.")
-    max_deliveries: int = Field(3, description="Dead-letter a task after this many deliveries (poison messages).")
+    max_deliveries: int = Field(
+        3,
+        description="Deliveries a chunk may take without finishing (its worker died) before it is split "
+        "into one-asset chunks, and a one-asset chunk dead-lettered as poison.",
+    )
+    unacked_restore_interval_s: float = Field(
+        10.0,
+        description="How often workers requeue messages a dead worker held (unacked for longer than "
+        "visibility_timeout_s).",
+    )
+    worker_lost_wait_s: float = Field(
+        10.0,
+        description="After a pool process dies, wait this long for a result it may have sent before "
+        "requeueing its task (Celery's worker_lost_wait).",
+    )
     worker_max_tasks_per_child: int = Field(0, description="Recycle pool children after N tasks (0 = never).")
 
     # --- flower -------------------------------------------------------------

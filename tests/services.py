@@ -6,6 +6,7 @@ CI must not skip these: when a binary is missing the fixture fails loudly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,7 +115,11 @@ class S3Server:
         self.proc = subprocess.Popen(
             [str(exe), "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None, 20, "moto_server")
+        def listening() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return True
+
+        wait_for(listening, 20, "moto_server")
         return self
 
     def stop(self) -> None:
@@ -200,3 +206,79 @@ class WorkerProcess:
 
     def tail(self, n: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+@dataclass
+class TcpProxy:
+    """A TCP forwarder to a local port that a test can cut off, e.g. S3 "going away" without losing
+    moto's in-memory buckets. ``pause()`` closes the listening socket and every open connection, so
+    clients get "connection refused" until ``resume()`` listens on the same port again."""
+
+    target_port: int
+    port: int = field(default_factory=free_port)
+    _listener: socket.socket | None = None
+    _open: set[socket.socket] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> TcpProxy:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True, name="proxy-accept").start()
+        return self
+
+    resume = start
+
+    def pause(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            conns, self._open = self._open, set()
+        for s in ([listener] if listener else []) + list(conns):
+            _close(s)
+
+    stop = pause
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # paused
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                if self._listener is not listener:  # paused while connecting
+                    _close(client)
+                    _close(upstream)
+                    return
+                self._open |= {client, upstream}
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True, name="proxy-pump").start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._open -= {src, dst}
+            _close(src)
+            _close(dst)
+
+
+def _close(s: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)  # also wakes a thread blocked in accept()/recv()
+    s.close()

@@ -342,12 +342,6 @@ def test_an_asset_over_the_time_limit_is_skipped_as_timeout(
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.xfail(
-    strict=True,
-    reason="run.py: the limit is measured from when decode_all starts waiting on each future, and a timed-out "
-    "thread stays busy, so once decode_threads assets hang, healthy assets queued behind them are reported "
-    "as timeouts without ever running (proposed fix in the hostile-inputs report)",
-)
 def test_stuck_assets_do_not_starve_the_rest_of_the_chunk(
     tmp_path: Path, slow_fetcher: SlowFetcher, pipeline_factory: Callable[..., Pipeline]
 ) -> None:

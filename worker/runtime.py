@@ -34,6 +34,7 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
 def limits(settings: Settings) -> Limits:
     return Limits(
         max_pixels=settings.max_image_pixels,
+        max_side=settings.max_image_side,
         asset_time_limit_s=settings.asset_time_limit_s,
         face_batch_size=settings.face_batch_size,
         text_batch_size=settings.text_batch_size,

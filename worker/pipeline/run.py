@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +13,7 @@ from worker.models.base import InferenceModel
 from worker.models.cache import ModelCache
 from worker.models.registry import model_class
 from worker.pipeline import results
+from worker.pipeline.deadline_pool import DeadlinePool
 from worker.pipeline.errors import AssetError, TransientError
 from worker.pipeline.fetch import Fetcher
 from worker.pipeline.graph import GraphError, Step, order_steps
@@ -29,6 +28,7 @@ Decoded = tuple[DecodedImage, float] | AssetError | TransientError
 @dataclass(frozen=True)
 class Limits:
     max_pixels: int = 50_000_000
+    max_side: int = 65_535
     asset_time_limit_s: float = 60.0
     face_batch_size: int = 32
     text_batch_size: int = 32
@@ -56,10 +56,12 @@ class Pipeline:
         self.cache = cache
         self.fetcher = fetcher
         self.limits = limits or Limits()
-        self._pool = ThreadPoolExecutor(max_workers=self.limits.decode_threads, thread_name_prefix="assetq-decode")
+        self._pool: DeadlinePool[dict[str, Any], tuple[DecodedImage, float]] = DeadlinePool(
+            self.limits.decode_threads, "assetq-decode"
+        )
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     # -- public --------------------------------------------------------------------------
     def process(self, batch_id: str, assets: Sequence[dict[str, Any]], tasks: dict[str, Any]) -> list[dict[str, Any]]:
@@ -73,22 +75,26 @@ class Pipeline:
         return self.run_models(batch_id, assets, decoded, plan, tasks)
 
     def decode_all(self, assets: Sequence[dict[str, Any]], plan: Sequence[Step]) -> Iterator[Decoded]:
-        """Fetch and decode in a small thread pool (I/O and Pillow release the GIL)."""
-        futures: list[Future[tuple[DecodedImage, float]]] = [self._pool.submit(self._fetch_decode, a) for a in assets]
-        deadline_each = self.limits.asset_time_limit_s
-        for fut in futures:
-            try:
-                yield fut.result(timeout=deadline_each)
-            except FutureTimeout:
-                fut.cancel()
-                yield AssetError("timeout", f"fetch+decode took longer than {deadline_each}s")
-            except (AssetError, TransientError) as e:
-                yield e
+        """Fetch and decode in a small thread pool (I/O and Pillow release the GIL).
+
+        Each asset gets ``asset_time_limit_s`` from when its own fetch starts;
+        a stuck one becomes a ``timeout`` record without holding up the rest.
+        """
+        limit = self.limits.asset_time_limit_s
+        for outcome in self._pool.map(self._fetch_decode, list(assets), limit):
+            if isinstance(outcome, TimeoutError):
+                yield AssetError("timeout", f"fetch+decode took longer than {limit}s")
+            elif isinstance(outcome, AssetError | TransientError):
+                yield outcome
+            elif isinstance(outcome, BaseException):
+                yield AssetError("corrupt", f"{type(outcome).__name__}: {outcome}")
+            else:
+                yield outcome
 
     def _fetch_decode(self, asset: dict[str, Any]) -> tuple[DecodedImage, float]:
         t0 = time.perf_counter()
         data = self.fetcher.fetch(asset)
-        img = decode_image(data, self.limits.max_pixels)
+        img = decode_image(data, self.limits.max_pixels, max_side=self.limits.max_side)
         return img, (time.perf_counter() - t0) * 1000
 
     def run_models(
