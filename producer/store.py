@@ -27,9 +27,10 @@ import redis
 
 PREFIX = "assetq:"
 
-# KEYS: batch, status, results, stream   ARGV: asset, status, json, ttl, maxlen
+# KEYS: batch, status, results, stream   ARGV: asset, status, json, ttl, maxlen, keep_final
 _RECORD = """
 local old = redis.call('HGET', KEYS[2], ARGV[1])
+if ARGV[6] == '1' and (old == 'ok' or old == 'skipped') then return 0 end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 if old ~= ARGV[2] then
   if old then redis.call('HINCRBY', KEYS[1], old, -1) end
@@ -131,12 +132,23 @@ class BatchStore:
         return [_s(b) for b in self.r.zrevrange(key("batches"), 0, limit - 1)]
 
     # -- results ---------------------------------------------------------------------
-    def record(self, result: dict[str, Any]) -> bool:
-        """Store one asset's result; returns True when its status changed (counted)."""
+    def record(self, result: dict[str, Any], keep_final: bool = False) -> bool:
+        """Store one asset's result; returns True when its status changed (counted).
+
+        ``keep_final``: leave an asset that is already ``ok`` or ``skipped`` as it is
+        (dead-lettering must not overwrite a result a duplicate delivery wrote meanwhile).
+        """
         bid, aid = result["batch_id"], result["asset_id"]
         changed = self._record(
             keys=[key("batch", bid), key("batch", bid, "status"), key("batch", bid, "results"), self.stream],
-            args=[aid, result["status"], json.dumps(result, separators=(",", ":")), self.ttl_s, self.stream_maxlen],
+            args=[
+                aid,
+                result["status"],
+                json.dumps(result, separators=(",", ":")),
+                self.ttl_s,
+                self.stream_maxlen,
+                int(keep_final),
+            ],
         )
         return bool(changed)
 

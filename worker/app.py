@@ -21,6 +21,10 @@ def celery_config(s: Settings) -> dict[str, Any]:
     transport = {
         # Must exceed the longest task, or Redis redelivers a running task to a second worker.
         "visibility_timeout": s.visibility_timeout_s,
+        # A worker killed outright leaves its message unacked: sweep for those every interval
+        # (kombu's default sweeps only every 10th interval).
+        "unacked_restore_interval": s.unacked_restore_interval_s,
+        "unacked_restore_throttle": 1,
         "socket_connect_timeout": 5,
         "retry_on_timeout": True,
         "health_check_interval": 30,
@@ -48,6 +52,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,  # Flower sees tasks
         "task_send_sent_event": True,
         "worker_max_tasks_per_child": s.worker_max_tasks_per_child or None,
+        "worker_lost_wait": s.worker_lost_wait_s,
         # Loading and warming models can take a while: don't declare the child dead meanwhile.
         "worker_proc_alive_timeout": 120.0,
         "worker_hijack_root_logger": False,

@@ -1,13 +1,28 @@
 """``assetq.process_chunk``: run one chunk of a batch and write its results.
 
-Failure handling lives here, not in the pipeline:
+Every delivery ends in exactly one of these, so no asset is left pending:
 
-* permanent problems are already ``skipped`` records from the pipeline;
-* transient ones (storage down, device OOM) retry with exponential backoff and
-  jitter, and after the last try the assets are recorded ``failed`` and the
-  chunk is dead-lettered with its full payload for ``assetq replay``;
-* a chunk delivered more than ``max_deliveries`` times without finishing (it
-  keeps killing its worker) is dead-lettered instead of run again.
+* results written (``ok`` and ``skipped`` records; permanent per-asset problems
+  are already ``skipped`` records from the pipeline), message acked;
+* a transient error (storage down, device out of memory, soft time limit):
+  a Celery retry with exponential backoff and jitter, and after
+  ``max_retries`` a dead letter with the chunk's full payload, its assets
+  ``failed``;
+* an unexpected error (a bug, a broken model file): dead letter, assets
+  ``failed``, so it can be replayed once fixed instead of retried blindly;
+* a payload that is not a chunk: dead letter under ``_invalid``;
+* a worker killed mid-task (SIGKILL, out-of-memory killer, hard time limit):
+  the message is requeued by Celery (``reject_on_worker_lost``,
+  ``acks_on_timeout=False``) or restored by Redis after the visibility
+  timeout. Deliveries that never finished are counted per chunk; past
+  ``max_deliveries`` a multi-asset chunk is split into one-asset chunks so
+  the asset that kills workers is isolated, and a one-asset chunk is
+  dead-lettered as ``poison`` instead of looping.
+
+While Redis itself is unreachable nothing can be recorded, so the task waits
+for it (backoff with jitter, up to its soft time limit) rather than fail; if
+it still cannot record an outcome it leaves the message to be delivered again.
+Results are keyed by (batch, asset), so running a chunk twice never counts twice.
 """
 
 from __future__ import annotations
@@ -15,58 +30,190 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
+import redis
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError
 
 from producer.client import PROCESS_CHUNK
 from producer.metrics import record_chunk
 from worker.app import app, get_runtime
 from worker.pipeline.errors import TransientError
 from worker.sinks import write_all
-from worker.tasks.deadletter import dead_letter_chunk, delivery_started, delivery_finished, invalid_payload
+from worker.tasks import deliveries as dl
+from worker.tasks import refused
+from worker.tasks.deadletter import dead_letter_chunk, dead_letter_invalid, invalid_payload
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Waiting for Redis to come back (it restarts, fails over): first pause and cap, in seconds.
+REDIS_WAIT_FIRST_S = 0.5
+REDIS_WAIT_MAX_S = 5.0
 
 
 def backoff_s(retries: int, base_s: float, cap_s: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**retries)]."""
-    return random.uniform(0, min(cap_s, base_s * (2 ** retries))) + base_s / 2
+    """Exponential backoff with "equal jitter": uniform in [d/2, d] where d = min(cap, base * 2**retries).
+
+    Half of each delay is guaranteed, so the whole retry budget has a known
+    floor (sum of the halves) while retries of many chunks still spread out.
+    """
+    d = min(cap_s, base_s * (2**retries))
+    return d / 2 + random.uniform(0, d / 2)
 
 
-@app.task(bind=True, name=PROCESS_CHUNK, acks_late=True, reject_on_worker_lost=True)
-def process_chunk(self: Task, payload: Any) -> dict[str, Any]:
+def retry_budget_s(max_retries: int, base_s: float, cap_s: float) -> tuple[float, float]:
+    """(shortest, longest) total wait over all retries: how long an outage the retries ride out."""
+    delays = [min(cap_s, base_s * (2**r)) for r in range(max_retries)]
+    return sum(delays) / 2, float(sum(delays))
+
+
+def redis_down(e: BaseException) -> bool:
+    """Redis (the broker and the result store) unreachable, directly or behind a sink's TransientError."""
+    down = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+    return isinstance(e, down) or (isinstance(e, TransientError) and isinstance(e.__cause__, down))
+
+
+def when_redis_answers(call: Callable[[], T], deadline: float) -> T:
+    """Run ``call``, waiting out a Redis outage until ``deadline`` (monotonic); other errors pass through."""
+    tries = 0
+    while True:
+        try:
+            return call()
+        except Exception as e:
+            if not redis_down(e):
+                raise
+            delay = backoff_s(tries, REDIS_WAIT_FIRST_S, REDIS_WAIT_MAX_S)
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Redis unreachable (%s); trying again in %.1fs", e, delay)
+            time.sleep(delay)
+            tries += 1
+
+
+def short_repr(payload: dict[str, Any]) -> dict[str, str]:
+    """Readable task arguments for Flower and logs (ids and a count, never the assets themselves)."""
+    return {
+        "argsrepr": f"batch={payload['batch_id']} chunk={payload['chunk_id']}",
+        "kwargsrepr": f"{{assets: {len(payload['assets'])}}}",
+    }
+
+
+@app.task(
+    bind=True,
+    name=PROCESS_CHUNK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    acks_on_timeout=False,  # a hard time limit kills the child: requeue, the delivery count bounds it
+)
+def process_chunk(self: Task, payload: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    try:
+        return _process(self, payload, args, kwargs)
+    except Retry:
+        raise
+    except Exception as e:
+        # Nothing could be recorded (Redis still down at the soft time limit, say): acking
+        # would lose the chunk, so hand the message back. Its delivery count still bounds it.
+        log.exception("no outcome recorded for this delivery; requeueing it")
+        raise Reject(f"no outcome recorded: {type(e).__name__}: {e}", requeue=True) from e
+
+
+def _process(self: Task, payload: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     rt = get_runtime()
     s = rt.settings
-    problem = invalid_payload(payload)
+    deadline = time.monotonic() + s.soft_time_limit_s
+
+    def redis_call(call: Callable[[], T]) -> T:
+        return when_redis_answers(call, deadline)
+
+    problem = "unexpected extra arguments" if args or kwargs else invalid_payload(payload)
     if problem:
-        dead_letter_chunk(rt.store, payload, "invalid_payload", problem, attempts=1, record_assets=False)
-        return {"dead_lettered": problem}
+        evidence = {"payload": payload, "args": list(args), "kwargs": kwargs}
+        redis_call(lambda: dead_letter_invalid(rt.store, self.request.id, "invalid_payload", problem, evidence))
+        log.error("invalid payload dead-lettered: %s", problem)
+        return {"dead_lettered": "invalid_payload", "reason": problem}
+
     batch_id, chunk_id = payload["batch_id"], payload["chunk_id"]
-    deliveries = delivery_started(rt.redis, chunk_id, s.result_ttl_s)
+    asset_ids = [a["id"] for a in payload["assets"]]
+    deliveries = redis_call(lambda: dl.delivery_started(rt.redis, chunk_id, s.result_ttl_s))
     if deliveries > s.max_deliveries:
-        msg = f"delivered {deliveries} times without finishing (it keeps killing its worker)"
-        dead_letter_chunk(rt.store, payload, "poison", msg, attempts=deliveries)
-        delivery_finished(rt.redis, chunk_id)
-        return {"dead_lettered": msg}
+        return _poison(self, payload, deliveries - 1, redis_call)
+    redis_call(lambda: dl.count_assets(rt.redis, batch_id, "attempts", asset_ids, s.result_ttl_s))
+
     t0 = time.perf_counter()
     try:
         results = rt.runtime.pipeline.process(batch_id, payload["assets"], payload["tasks"])
-        write_all(rt.sinks, results, payload.get("output") or {})
+        redis_call(lambda: dl.count_assets(rt.redis, batch_id, "processed", asset_ids, s.result_ttl_s))
+        redis_call(lambda: write_all(rt.sinks, results, payload.get("output") or {}))
     except (TransientError, SoftTimeLimitExceeded) as e:
-        delivery_finished(rt.redis, chunk_id)
-        if self.request.retries >= s.max_retries:
-            dead_letter_chunk(rt.store, payload, "transient", f"{type(e).__name__}: {e}",
-                              attempts=self.request.retries + 1)
-            return {"dead_lettered": str(e)}
-        delay = backoff_s(self.request.retries, s.retry_backoff_s, s.retry_backoff_max_s)
-        log.warning("chunk %s: %s; retry %d in %.1fs", chunk_id, e, self.request.retries + 1, delay)
-        raise self.retry(exc=e, countdown=delay, max_retries=s.max_retries) from e
-    delivery_finished(rt.redis, chunk_id)
-    record_chunk(rt.redis, results)
+        return _retry_or_give_up(self, payload, e, redis_call)
+    except Exception as e:
+        log.exception("chunk %s failed unexpectedly; dead-lettering it", chunk_id)
+        first = redis_call(lambda: dl.first_failed_at(rt.redis, chunk_id))
+        message = f"{type(e).__name__}: {e}"
+        redis_call(lambda: dead_letter_chunk(rt.store, payload, "error", message, self.request.retries + 1, first))
+        redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
+        return {"batch_id": batch_id, "chunk_id": chunk_id, "dead_lettered": "error"}
+
+    redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
+    redis_call(lambda: record_chunk(rt.redis, results))
     rt.runtime.cache.evict_idle()
     counts: dict[str, int] = {}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     return {"batch_id": batch_id, "chunk_id": chunk_id, **counts, "ms": round((time.perf_counter() - t0) * 1000)}
+
+
+def _retry_or_give_up(
+    self: Task, payload: dict[str, Any], e: BaseException, redis_call: Callable[[Callable[[], Any]], Any]
+) -> dict[str, Any]:
+    rt = get_runtime()
+    s = rt.settings
+    chunk_id = payload["chunk_id"]
+    first = redis_call(lambda: dl.delivery_retrying(rt.redis, chunk_id, s.result_ttl_s))
+    retries = self.request.retries
+    if retries >= s.max_retries:
+        message = f"{type(e).__name__}: {e}"
+        failed = redis_call(lambda: dead_letter_chunk(rt.store, payload, "transient", message, retries + 1, first))
+        redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
+        log.error("chunk %s dead-lettered after %d tries: %s", chunk_id, retries + 1, message)
+        return {"batch_id": payload["batch_id"], "chunk_id": chunk_id, "dead_lettered": "transient", "failed": failed}
+    delay = backoff_s(retries, s.retry_backoff_s, s.retry_backoff_max_s)
+    log.warning("chunk %s: %s; retry %d/%d in %.1fs", chunk_id, e, retries + 1, s.max_retries, delay)
+    # ``retry`` publishes a new message (through Redis) and raises Retry when that worked.
+    redis_call(lambda: self.retry(exc=e, countdown=delay, max_retries=s.max_retries, **short_repr(payload)))
+    raise AssertionError("unreachable: Task.retry always raises")
+
+
+def _poison(
+    self: Task, payload: dict[str, Any], crashed: int, redis_call: Callable[[Callable[[], Any]], Any]
+) -> dict[str, Any]:
+    """``crashed`` deliveries never finished: isolate the culprit, or dead-letter it."""
+    rt = get_runtime()
+    batch_id, chunk_id, assets = payload["batch_id"], payload["chunk_id"], payload["assets"]
+    if len(assets) > 1:
+        log.error("chunk %s: %d deliveries never finished; splitting its %d assets", chunk_id, crashed, len(assets))
+        info = self.request.delivery_info or {}
+        queue = info.get("routing_key") or rt.settings.queue
+
+        def send(part: dict[str, Any]) -> None:
+            self.apply_async(kwargs={"payload": part}, queue=queue, priority=info.get("priority"), **short_repr(part))
+
+        for n, asset in enumerate(assets):
+            part = {**payload, "chunk_id": f"{chunk_id}.{n}", "assets": [asset]}
+            redis_call(partial(send, part))
+        redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
+        return {"batch_id": batch_id, "chunk_id": chunk_id, "split": len(assets)}
+    message = f"delivered {crashed} times and its worker died every time (max_deliveries={rt.settings.max_deliveries})"
+    log.error("chunk %s dead-lettered as poison: %s", chunk_id, message)
+    first = redis_call(lambda: dl.first_failed_at(rt.redis, chunk_id))
+    redis_call(lambda: dead_letter_chunk(rt.store, payload, "poison", message, crashed, first))
+    redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
+    return {"batch_id": batch_id, "chunk_id": chunk_id, "dead_lettered": "poison"}
+
+
+refused.install(app)

@@ -1,0 +1,74 @@
+"""Fault hooks for assetq's fault-injection tests, loaded only into worker processes those tests start.
+
+A test puts this directory on the worker's PYTHONPATH; Python then imports this
+module at start-up. assetq itself never imports it: production code has no
+fault hooks. The hooks patch the pipeline and the Redis sink inside each pool
+child (``worker_process_init``), so they act after the task has counted its
+delivery, like a real crash in a decoder or a model would.
+
+* ``ASSETQ_FAULT_POISON=<asset id>``: SIGKILL the pool child whenever it starts
+  processing a chunk containing this asset (every time: a poison message).
+* ``ASSETQ_FAULT_CRASH_AFTER_WRITE=<asset id>``: SIGKILL the pool child right
+  after the results of a chunk containing this asset were written, once.
+* ``ASSETQ_FAULT_DELAY_S=<seconds>``: sleep this long before processing each
+  chunk, giving a test a window to kill a worker mid-task.
+
+Each crash adds one to ``assetq:fault:crashes`` (hash, asset id -> n) first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+CRASHES_KEY = "assetq:fault:crashes"
+ONCE_KEY = "assetq:fault:once:"
+
+
+def _crash(asset_id: str) -> None:
+    import signal
+
+    import redis
+
+    redis.Redis.from_url(os.environ["ASSETQ_REDIS_URL"]).hincrby(CRASHES_KEY, asset_id, 1)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first_time(asset_id: str) -> bool:
+    import redis
+
+    return bool(redis.Redis.from_url(os.environ["ASSETQ_REDIS_URL"]).set(ONCE_KEY + asset_id, 1, nx=True))
+
+
+def _patch_pool_child(**_: object) -> None:
+    from typing import Any
+
+    from worker.pipeline.run import Pipeline
+    from worker.sinks import RedisSink
+
+    poison = os.environ.get("ASSETQ_FAULT_POISON")
+    after_write = os.environ.get("ASSETQ_FAULT_CRASH_AFTER_WRITE")
+    delay = float(os.environ.get("ASSETQ_FAULT_DELAY_S") or 0)
+    process, write = Pipeline.process, RedisSink.write
+
+    def faulty_process(self: Pipeline, batch_id: str, assets: Any, tasks: Any) -> Any:
+        ids = {a.get("id") for a in assets}
+        if poison and poison in ids:
+            _crash(poison)
+        if delay:
+            time.sleep(delay)
+        return process(self, batch_id, assets, tasks)
+
+    def faulty_write(self: RedisSink, results: Any, output: Any) -> None:
+        write(self, results, output)
+        if after_write and after_write in {r["asset_id"] for r in results} and _first_time(after_write):
+            _crash(after_write)
+
+    Pipeline.process = faulty_process  # type: ignore[method-assign]
+    RedisSink.write = faulty_write  # type: ignore[method-assign]
+
+
+if any(os.environ.get(k) for k in ("ASSETQ_FAULT_POISON", "ASSETQ_FAULT_CRASH_AFTER_WRITE", "ASSETQ_FAULT_DELAY_S")):
+    from celery import signals
+
+    signals.worker_process_init.connect(_patch_pool_child, weak=False)

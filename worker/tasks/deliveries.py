@@ -1,0 +1,79 @@
+"""Per-chunk delivery state and per-asset processing counts, in Redis.
+
+* ``chunk:<chunk id>`` hash: ``deliveries`` (deliveries that started and have
+  not finished: a worker killed mid-task leaves its count behind, so the next
+  delivery sees it) and ``first_failed_at`` (first transient failure, kept
+  across Celery retries for the dead-letter entry). Deleted when the chunk
+  ends in results or a dead letter.
+* ``batch:<id>:attempts`` hash: asset id -> times a delivery started on it.
+* ``batch:<id>:processed`` hash: asset id -> times the pipeline finished it.
+
+The two counters let operators (and the fault tests) see how often each asset
+was worked on: after a worker is killed they may exceed 1, while the result
+itself is written idempotently and counted once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import redis
+
+from producer.store import key
+
+DELIVERIES = "deliveries"
+FIRST_FAILED_AT = "first_failed_at"
+
+
+def chunk_key(chunk_id: str) -> str:
+    return key("chunk", chunk_id)
+
+
+def delivery_started(r: redis.Redis, chunk_id: str, ttl_s: int) -> int:
+    """Count a delivery of ``chunk_id``; returns how many deliveries have not finished, this one included."""
+    pipe = r.pipeline(transaction=True)
+    pipe.hincrby(chunk_key(chunk_id), DELIVERIES, 1)
+    if ttl_s > 0:
+        pipe.expire(chunk_key(chunk_id), ttl_s)
+    return int(pipe.execute()[0])
+
+
+def delivery_retrying(r: redis.Redis, chunk_id: str, ttl_s: int) -> float:
+    """The delivery ended in a retry (not a crash): clear its count; returns the first failure time."""
+    now = time.time()
+    pipe = r.pipeline(transaction=True)
+    pipe.hdel(chunk_key(chunk_id), DELIVERIES)
+    pipe.hsetnx(chunk_key(chunk_id), FIRST_FAILED_AT, now)
+    pipe.hget(chunk_key(chunk_id), FIRST_FAILED_AT)
+    if ttl_s > 0:
+        pipe.expire(chunk_key(chunk_id), ttl_s)
+    first = pipe.execute()[2]
+    return float(first) if first is not None else now
+
+
+def first_failed_at(r: redis.Redis, chunk_id: str) -> float | None:
+    raw = r.hget(chunk_key(chunk_id), FIRST_FAILED_AT)
+    return float(raw) if raw is not None else None
+
+
+def chunk_finished(r: redis.Redis, chunk_id: str) -> None:
+    """The chunk ended (results written or dead-lettered): forget its delivery state."""
+    r.delete(chunk_key(chunk_id))
+
+
+def count_assets(r: redis.Redis, batch_id: str, counter: str, asset_ids: Iterable[str], ttl_s: int) -> None:
+    """Add one to ``batch:<id>:<counter>`` for each asset (``attempts`` or ``processed``)."""
+    k = key("batch", batch_id, counter)
+    pipe = r.pipeline(transaction=False)
+    for aid in asset_ids:
+        pipe.hincrby(k, aid, 1)
+    if ttl_s > 0:
+        pipe.expire(k, ttl_s)
+    pipe.execute()
+
+
+def asset_counts(r: redis.Redis, batch_id: str, counter: str) -> dict[str, int]:
+    """``batch:<id>:<counter>`` as a dict (for operators and tests)."""
+    raw = r.hgetall(key("batch", batch_id, counter))
+    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
