@@ -266,6 +266,89 @@ def cmd_replay(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _zero_shot_block(path: str, model: str | None, catalog: Any) -> dict[str, Any]:
+    data = _read_json(path)
+    block = dict(data) if isinstance(data, dict) and "classes" in data else {"classes": data}
+    if model:
+        block["modelName"] = model
+    if "modelName" not in block:
+        with_text = sorted(catalog.get("clip", {}).get("textual", set()) & catalog.get("clip", {}).get("visual", set()))
+        if not with_text:
+            raise ValueError("no CLIP model with a text tower is installed; run `assetq models install`")
+        block["modelName"] = with_text[0]
+    return block
+
+
+def cmd_classify(a: argparse.Namespace) -> int:
+    """Zero-shot classify every image under DIR; with --eval, DIR's subfolders are the true labels."""
+    from producer.assets import assets_from_paths, walk
+    from producer.catalog import scan_model_dir
+    from producer.evaluate import (
+        evaluate,
+        format_report,
+        plot_confusion_matrix,
+        true_label,
+        write_predictions_csv,
+        write_report_csv,
+    )
+    from producer.spec import SpecError
+
+    settings = _settings()
+    root = Path(a.dir)
+    p = _producer() if a.submit else None
+    catalog = p.catalog() if p else scan_model_dir(settings.model_dir)
+    try:
+        block = _zero_shot_block(a.classes, a.model, catalog)
+    except (ValueError, OSError, json.JSONDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    tasks = {"zero-shot": block}
+    assets = assets_from_paths([root])
+    paths = {asset["id"]: file for asset, (_, file) in zip(assets, walk([root]), strict=True)}
+    out = Path(a.out)
+    try:
+        if p is not None:
+            batch = p.submit({"assets": assets, "tasks": tasks})
+            print(f"batch {batch}", file=sys.stderr)
+            p.wait(batch, timeout_s=a.timeout)
+            results = p.results(batch)
+        else:
+            from producer.spec import check_models, parse_tasks
+            from worker.local import run_local
+
+            check_models(parse_tasks(tasks), catalog)
+            bar = _progress_bar(len(assets), "assetq classify")
+            results, _ = run_local(assets, tasks, settings, progress=bar.update)
+            bar.close()
+    except SpecError as e:
+        _print_errors(e.errors)
+        return EXIT_INVALID
+    rows = []
+    truth: list[str] = []
+    predicted: list[str | None] = []
+    for r in sorted(results, key=lambda r: r["asset_id"]):
+        file = paths[r["asset_id"]]
+        labels = [(lab["name"], float(lab["score"])) for lab in r.get("labels") or []]
+        top = labels[0] if labels else (None, None)
+        actual = true_label(file, root)
+        rows.append((str(file.relative_to(root)), top[0], top[1], actual, labels))
+        if r["status"] == "ok" and actual is not None:
+            truth.append(actual)
+            predicted.append(top[0])
+    n = write_predictions_csv(out / "predictions.csv", rows)
+    print(f"{n} predictions written to {out / 'predictions.csv'}")
+    if a.eval:
+        if not truth:
+            print("error: --eval needs images in subfolders of DIR named after their class", file=sys.stderr)
+            return EXIT_ERROR
+        result = evaluate(truth, predicted, labels=list(block["classes"]))
+        print(format_report(result))
+        write_report_csv(out / "report.csv", result)
+        plot_confusion_matrix(result, out / "confusion_matrix.png")
+        print(f"report: {out / 'report.csv'}\nconfusion matrix: {out / 'confusion_matrix.png'}")
+    return EXIT_OK
+
+
 # --- worker side ------------------------------------------------------------------------
 
 
@@ -373,6 +456,16 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("batch")
     rs.add_argument("--out")
     rs.set_defaults(fn=cmd_results)
+
+    c = sub.add_parser("classify", help="zero-shot classify every image under DIR (CSV; --eval for metrics)")
+    c.add_argument("dir")
+    c.add_argument("--classes", required=True, help="JSON: {class: {positive: [...], negative: [...]}}")
+    c.add_argument("--model", help="CLIP model name (default: the installed one)")
+    c.add_argument("--eval", action="store_true", help="DIR's subfolders are the true labels: print metrics")
+    c.add_argument("--out", default="out/classify", help="where predictions.csv (and the report) go")
+    c.add_argument("--submit", action="store_true", help="run through Redis and the workers instead of in-process")
+    c.add_argument("--timeout", type=float, default=None)
+    c.set_defaults(fn=cmd_classify)
 
     fl = sub.add_parser("failures", help="list dead-lettered chunks with their reasons")
     fl.add_argument("batch", nargs="?")
