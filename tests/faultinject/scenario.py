@@ -184,8 +184,11 @@ def chunks_in_flight(r: redis.Redis, batch: str) -> list[str]:
     )
 
 
-def kill_mid_task(r: redis.Redis, batch: str, kill: Callable[[], None], timeout: float = 60) -> list[str]:
-    """Wait until a chunk of ``batch`` is being processed, then ``kill``; returns the chunks that were in flight."""
+def while_busy(r: redis.Redis, batch: str, action: Callable[[], None], timeout: float = 60) -> list[str]:
+    """Wait until a chunk of ``batch`` is being processed, then run ``action`` (a kill, a restart).
+
+    Returns the chunks that were in flight just before the action.
+    """
     in_flight: list[str] = []
 
     def busy() -> bool:
@@ -193,7 +196,7 @@ def kill_mid_task(r: redis.Redis, batch: str, kill: Callable[[], None], timeout:
         return bool(in_flight)
 
     wait_until(busy, timeout, f"a chunk of {batch} in flight")
-    kill()
+    action()
     return in_flight
 
 
