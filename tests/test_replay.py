@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from config.settings import Settings
 from producer import Producer
@@ -169,7 +171,8 @@ def test_redis_outages_are_told_apart_from_other_errors() -> None:
 
 def test_a_task_waits_for_redis_to_come_back() -> None:
     server = RedisServer().start()
-    client = redis.Redis(port=server.port, socket_connect_timeout=0.5)
+    # no retries inside redis-py: the waiting under test is assetq's own
+    client = redis.Redis(port=server.port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     try:
         server.stop()
         threading.Timer(1.5, server.start).start()
