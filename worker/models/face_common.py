@@ -1,0 +1,269 @@
+"""What the face detectors and recognizers share: batching, letterboxing, NMS.
+
+A detector subclass only says how to turn letterboxed canvases into the
+network's input and how to decode one image's raw outputs; a recognizer
+subclass only says how to turn aligned 112×112 crops into the network's input.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from worker.models.base import InferenceModel, RuntimeOptions, SessionFactory, StepKey
+from worker.models.face_align import ALIGNED_SIZE, align_face
+from worker.models.outputs import FaceBox
+from worker.pipeline.image import DecodedImage
+
+FACE_TASK = "facial-recognition"
+DETECTION_STEP: StepKey = (FACE_TASK, "detection")
+
+# Named defaults; the worker passes Settings.detection_batch_size / face_batch_size
+# as the "_maxBatch" option, and a request may set "minScore" / "inputSize".
+DEFAULT_MIN_SCORE = 0.7
+DEFAULT_INPUT_SIZE = 640
+DEFAULT_DETECTION_BATCH = 8
+DEFAULT_RECOGNITION_BATCH = 32
+STRIDE_MULTIPLE = 32  # both detectors downsample by 32: canvas sides must be multiples of it
+
+
+def batches(count: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(count)`` of at most ``size`` items."""
+    size = max(1, int(size))
+    for start in range(0, count, size):
+        yield slice(start, min(start + size, count))
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """One image shrunk or enlarged into the top-left of a square canvas."""
+
+    canvas: np.ndarray  # (size, size, 3) uint8, same channel order as the source
+    factor_x: float  # canvas pixels per source pixel, horizontally
+    factor_y: float
+
+
+def letterbox(pixels: np.ndarray, size: int) -> Letterbox:
+    """Fit ``pixels`` into a ``size``×``size`` canvas, keeping its aspect ratio, padded with black."""
+    height, width = pixels.shape[:2]
+    fit = size / max(height, width)
+    new_w = min(size, max(1, round(width * fit)))
+    new_h = min(size, max(1, round(height * fit)))
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    canvas[:new_h, :new_w] = cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return Letterbox(canvas, new_w / width, new_h / height)
+
+
+def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of one ``(4,)`` x1,y1,x2,y2 box with each row of ``others`` ``(N, 4)``."""
+    ix1 = np.maximum(box[0], others[:, 0])
+    iy1 = np.maximum(box[1], others[:, 1])
+    ix2 = np.minimum(box[2], others[:, 2])
+    iy2 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; indices of the kept boxes, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        best = int(order[0])
+        keep.append(best)
+        rest = order[1:]
+        order = rest[box_iou(boxes[best], boxes[rest]) <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class RawDetections:
+    """One image's decoded candidates in canvas pixels, before NMS."""
+
+    boxes: np.ndarray  # (K, 4) x1, y1, x2, y2
+    scores: np.ndarray  # (K,)
+    landmarks: np.ndarray  # (K, 5, 2)
+
+    @classmethod
+    def concat(cls, boxes: list[np.ndarray], scores: list[np.ndarray], landmarks: list[np.ndarray]) -> RawDetections:
+        """Join per-stride pieces (possibly none) into one set."""
+        if not scores:
+            return cls(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+        return cls(np.concatenate(boxes), np.concatenate(scores), np.concatenate(landmarks))
+
+
+class FaceDetector(InferenceModel):
+    """Letterbox a chunk into equal square canvases, run them in batches, decode, NMS.
+
+    ``max_batch`` (images per session call) and ``input_size`` (canvas side, a
+    multiple of 32) are constructor defaults that the ``_maxBatch`` and
+    ``inputSize`` options override per call. A model file with a fixed input
+    shape wins over both.
+    """
+
+    task: ClassVar[str] = FACE_TASK
+    type: ClassVar[str] = "detection"
+    depends_on: ClassVar[tuple[StepKey, ...]] = ()
+    nms_threshold: ClassVar[float]
+
+    def __init__(
+        self,
+        model_name: str,
+        model_dir: Path,
+        runtime: RuntimeOptions | None = None,
+        session_factory: SessionFactory | None = None,
+        *,
+        input_size: int = DEFAULT_INPUT_SIZE,
+        max_batch: int = DEFAULT_DETECTION_BATCH,
+    ) -> None:
+        super().__init__(model_name, model_dir, runtime, session_factory)
+        self.input_size = _check_input_size(input_size)
+        self.max_batch = max_batch
+        self._fixed_size: int | None = None
+        self._fixed_batch: int | None = None
+
+    def _after_load(self) -> None:
+        shape = list(self.session.get_inputs()[0].shape)
+        self._fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        if len(shape) == 4 and isinstance(shape[2], int) and shape[2] > 0:
+            if shape[2] != shape[3]:
+                raise ValueError(f"{self.model_path}: fixed non-square input {shape} is not supported")
+            self._fixed_size = shape[2]
+
+    @abstractmethod
+    def _blob(self, canvases: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) RGB uint8 canvases -> the network's float32 NCHW input."""
+
+    @abstractmethod
+    def _decode(self, outputs: list[np.ndarray], index: int, size: int, min_score: float) -> RawDetections:
+        """Candidates scoring at least ``min_score`` for image ``index`` of the batch."""
+
+    def warmup(self) -> None:
+        size = self._fixed_size or self.input_size
+        self.predict(self._blob(np.zeros((1, size, size, 3), dtype=np.uint8)))
+
+    def run_chunk(
+        self,
+        images: Sequence[DecodedImage],
+        upstream: Mapping[StepKey, Sequence[Any]],
+        options: Mapping[str, Any],
+    ) -> list[list[FaceBox]]:
+        min_score = float(options.get("minScore", DEFAULT_MIN_SCORE))
+        self.load()  # a model file with a fixed input shape overrides the options
+        size = self._fixed_size or _check_input_size(int(options.get("inputSize", self.input_size)))
+        max_batch = self._fixed_batch or int(options.get("_maxBatch", self.max_batch))
+        results: list[list[FaceBox]] = []
+        for part in batches(len(images), max_batch):
+            boxed = [letterbox(image.pixels, size) for image in images[part]]
+            outputs = self.predict(self._blob(np.stack([b.canvas for b in boxed])))
+            for index, (image, fitted) in enumerate(zip(images[part], boxed, strict=True)):
+                raw = self._decode(outputs, index, size, min_score)
+                results.append(self._to_faces(raw, fitted, image))
+        return results
+
+    def _to_faces(self, raw: RawDetections, fitted: Letterbox, image: DecodedImage) -> list[FaceBox]:
+        keep = nms(raw.boxes, raw.scores, self.nms_threshold)
+        # canvas pixels -> decoded pixels -> original-image pixels
+        to_x = image.scale / fitted.factor_x
+        to_y = image.scale / fitted.factor_y
+        faces = []
+        for i in keep:
+            x1, y1, x2, y2 = raw.boxes[i]
+            box = (
+                float(np.clip(x1 * to_x, 0, image.width)),
+                float(np.clip(y1 * to_y, 0, image.height)),
+                float(np.clip(x2 * to_x, 0, image.width)),
+                float(np.clip(y2 * to_y, 0, image.height)),
+            )
+            marks = tuple((float(x * to_x), float(y * to_y)) for x, y in raw.landmarks[i])
+            faces.append(FaceBox(box=box, score=float(raw.scores[i]), landmarks=marks))
+        return faces
+
+
+def _check_input_size(size: int) -> int:
+    if size <= 0 or size % STRIDE_MULTIPLE:
+        raise ValueError(f"detection input size must be a positive multiple of {STRIDE_MULTIPLE}, got {size}")
+    return size
+
+
+def anchor_grid(size: int, stride: int, anchors_per_cell: int) -> np.ndarray:
+    """(cells × anchors, 2) column/row indices of every anchor, row-major like the networks' outputs."""
+    cells = size // stride
+    rows, cols = np.mgrid[:cells, :cells]
+    grid = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float32)
+    return np.repeat(grid, anchors_per_cell, axis=0)
+
+
+class FaceRecognizer(InferenceModel):
+    """Align every face of a chunk and embed them all together, in batches across images."""
+
+    task: ClassVar[str] = FACE_TASK
+    type: ClassVar[str] = "recognition"
+    depends_on: ClassVar[tuple[StepKey, ...]] = (DETECTION_STEP,)
+    embedding_dim: int  # per class; replaced by the loaded model's output width when it is fixed
+
+    def __init__(
+        self,
+        model_name: str,
+        model_dir: Path,
+        runtime: RuntimeOptions | None = None,
+        session_factory: SessionFactory | None = None,
+        *,
+        max_batch: int = DEFAULT_RECOGNITION_BATCH,
+    ) -> None:
+        super().__init__(model_name, model_dir, runtime, session_factory)
+        self.max_batch = max_batch
+        self._fixed_batch: int | None = None
+
+    def _after_load(self) -> None:
+        first = self.session.get_inputs()[0].shape[0]
+        self._fixed_batch = first if isinstance(first, int) and first > 0 else None
+        width = self.session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width > 0:
+            self.embedding_dim = width
+
+    @abstractmethod
+    def _blob(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 112, 112, 3) RGB uint8 aligned crops -> the network's float32 NCHW input."""
+
+    def warmup(self) -> None:
+        self.predict(self._blob(np.zeros((1, ALIGNED_SIZE, ALIGNED_SIZE, 3), dtype=np.uint8)))
+
+    def embed(self, crops: np.ndarray, max_batch: int) -> np.ndarray:
+        """L2-normalised embeddings of aligned crops, ``(N, dim)`` float32."""
+        if len(crops) == 0:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        self.load()  # a model file with a fixed batch size overrides max_batch
+        step = self._fixed_batch or max_batch
+        parts = [self.predict(self._blob(crops[part]))[0] for part in batches(len(crops), step)]
+        vectors = np.concatenate([p.reshape(p.shape[0], -1) for p in parts]).astype(np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
+
+    def run_chunk(
+        self,
+        images: Sequence[DecodedImage],
+        upstream: Mapping[StepKey, Sequence[Any]],
+        options: Mapping[str, Any],
+    ) -> list[np.ndarray]:
+        faces_per_image: Sequence[Sequence[FaceBox]] = upstream[DETECTION_STEP]
+        crops: list[np.ndarray] = []
+        counts: list[int] = []
+        for image, faces in zip(images, faces_per_image, strict=True):
+            for face in faces:
+                # FaceBox landmarks are in original pixels; the decoded pixels may be smaller.
+                marks = np.asarray(face.landmarks, dtype=np.float64) / image.scale
+                crops.append(align_face(image.pixels, marks))
+            counts.append(len(faces))
+        stacked = np.stack(crops) if crops else np.zeros((0, ALIGNED_SIZE, ALIGNED_SIZE, 3), dtype=np.uint8)
+        vectors = self.embed(stacked, int(options.get("_maxBatch", self.max_batch)))
+        return np.split(vectors, np.cumsum(counts)[:-1]) if counts else []
