@@ -292,28 +292,35 @@ def test_s3_outage_ridden_out_then_one_longer_than_the_retry_budget(proxied_scen
     assert not p.store.dead_letters(batch) and p.failures(batch) == []
 
 
-# --- 4. a poison task that kills its worker every time ---------------------------------------------
+# --- 4. a poison task that kills its worker every time, and one that raises --------------------------
 
 
-def test_poison_task_is_isolated_and_dead_lettered(scene: Scene) -> None:
+def test_poison_task_is_isolated_and_dead_lettered_as_is_an_unexpected_error(scene: Scene) -> None:
     photos = scene.photos
-    poison = photos.good[10]
+    poison, broken = photos.good[10], photos.good[30]
     max_deliveries = 2
-    env = scene.env(fault_poison=poison, max_deliveries=max_deliveries)
+    env = scene.env(fault_poison=poison, fault_raise=broken, max_deliveries=max_deliveries)
     w = scene.worker(env)
     p = producer_for(env)
     batch = p.submit(scene.spec())
     scene.wait(p, batch, 120)
 
     out = scene.check(p, batch, max_processed=1, may_fail=True)
-    assert {a for a, s in out.statuses.items() if s == "failed"} == {poison}
-    entry = p.store.dead_letters(batch)[out.dead_lettered[poison]]
+    letters = p.store.dead_letters(batch)
+    # the poison: crashed max_deliveries times in its chunk, then max_deliveries times alone; never again
+    entry = letters[out.dead_lettered[poison]]
     assert [a["id"] for a in entry["payload"]["assets"]] == [poison]  # isolated from its chunk-mates
     assert entry["error"]["kind"] == "poison" and entry["attempts"] == max_deliveries, entry
-    # crashed max_deliveries times in its chunk, then max_deliveries times alone; never again
     assert int(p.redis.hget(CRASHES_KEY, poison) or 0) == 2 * max_deliveries
     mates = [a for a in chunk_assets(batch, out.dead_lettered[poison].split(".")[0], photos.ids, CHUNK) if a != poison]
     assert mates and all(out.statuses[a] in ("ok", "skipped") for a in mates)
+    # an unexpected error (a broken model, say) is not retried blindly: its chunk is dead-lettered at once
+    crashed = letters[out.dead_lettered[broken]]
+    assert crashed["error"]["kind"] == "error" and "injected failure" in crashed["error"]["message"]
+    assert crashed["attempts"] == 1
+    in_error_chunk = {a["id"] for a in crashed["payload"]["assets"]}
+    assert broken in in_error_chunk and len(in_error_chunk) == CHUNK
+    assert {a for a, s in out.statuses.items() if s == "failed"} == {poison} | in_error_chunk
     listed = cli(env, "failures", batch)
     assert listed.returncode == 0 and "poison" in listed.stdout and poison in listed.stdout, listed
     assert w.proc is not None and w.proc.poll() is None, w.tail()

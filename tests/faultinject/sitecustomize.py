@@ -8,6 +8,8 @@ delivery, like a real crash in a decoder or a model would.
 
 * ``ASSETQ_FAULT_POISON=<asset id>``: SIGKILL the pool child whenever it starts
   processing a chunk containing this asset (every time: a poison message).
+* ``ASSETQ_FAULT_RAISE=<asset id>``: raise an unexpected error (as a broken
+  model would) in every chunk containing this asset.
 * ``ASSETQ_FAULT_CRASH_AFTER_WRITE=<asset id>``: SIGKILL the pool child right
   after the results of a chunk containing this asset were written, once.
 * ``ASSETQ_FAULT_DELAY_S=<seconds>``: sleep this long before processing each
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 
+HOOKS = ("ASSETQ_FAULT_POISON", "ASSETQ_FAULT_RAISE", "ASSETQ_FAULT_CRASH_AFTER_WRITE", "ASSETQ_FAULT_DELAY_S")
 CRASHES_KEY = "assetq:fault:crashes"
 ONCE_KEY = "assetq:fault:once:"
 
@@ -47,6 +50,7 @@ def _patch_pool_child(**_: object) -> None:
     from worker.sinks import RedisSink
 
     poison = os.environ.get("ASSETQ_FAULT_POISON")
+    broken = os.environ.get("ASSETQ_FAULT_RAISE")
     after_write = os.environ.get("ASSETQ_FAULT_CRASH_AFTER_WRITE")
     delay = float(os.environ.get("ASSETQ_FAULT_DELAY_S") or 0)
     process, write = Pipeline.process, RedisSink.write
@@ -55,6 +59,8 @@ def _patch_pool_child(**_: object) -> None:
         ids = {a.get("id") for a in assets}
         if poison and poison in ids:
             _crash(poison)
+        if broken and broken in ids:
+            raise RuntimeError(f"injected failure processing {broken}")
         if delay:
             time.sleep(delay)
         return process(self, batch_id, assets, tasks)
@@ -68,7 +74,7 @@ def _patch_pool_child(**_: object) -> None:
     RedisSink.write = faulty_write  # type: ignore[method-assign]
 
 
-if any(os.environ.get(k) for k in ("ASSETQ_FAULT_POISON", "ASSETQ_FAULT_CRASH_AFTER_WRITE", "ASSETQ_FAULT_DELAY_S")):
+if any(os.environ.get(k) for k in HOOKS):
     from celery import signals
 
     signals.worker_process_init.connect(_patch_pool_child, weak=False)
