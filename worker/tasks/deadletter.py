@@ -46,7 +46,7 @@ def dead_letter_chunk(
     attempts: int,
     first_failed_at: float | None = None,
 ) -> list[str]:
-    """Keep a (valid) chunk for replay and mark its unfinished assets ``failed``; returns those asset ids."""
+    """Keep a (valid) chunk for replay and mark its unfinished assets ``failed``; returns the ids newly failed."""
     now = time.time()
     batch_id, chunk_id = payload["batch_id"], payload["chunk_id"]
     store.dead_letter(

@@ -54,6 +54,9 @@ T = TypeVar("T")
 # Waiting for Redis to come back (it restarts, fails over): first pause and cap, in seconds.
 REDIS_WAIT_FIRST_S = 0.5
 REDIS_WAIT_MAX_S = 5.0
+# Pause before handing back a message no outcome could be recorded for, so a Redis that
+# refuses writes (out of memory, read-only replica) is not hammered by instant redeliveries.
+REQUEUE_PAUSE_S = 1.0
 
 
 def backoff_s(retries: int, base_s: float, cap_s: float) -> float:
@@ -119,6 +122,7 @@ def process_chunk(self: Task, payload: Any = None, *args: Any, **kwargs: Any) ->
         # Nothing could be recorded (Redis still down at the soft time limit, say): acking
         # would lose the chunk, so hand the message back. Its delivery count still bounds it.
         log.exception("no outcome recorded for this delivery; requeueing it")
+        time.sleep(REQUEUE_PAUSE_S)
         raise Reject(f"no outcome recorded: {type(e).__name__}: {e}", requeue=True) from e
 
 
