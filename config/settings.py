@@ -117,6 +117,9 @@ class Settings(BaseSettings):
         # Redis redelivers a task still running past the visibility timeout; soft must fire before hard.
         if not self.soft_time_limit_s < self.time_limit_s < self.visibility_timeout_s:
             raise ValueError("need soft_time_limit_s < time_limit_s < visibility_timeout_s")
+        # A retry waits inside the worker holding its unacked message: it must not outlast the visibility timeout.
+        if self.retry_backoff_max_s + self.time_limit_s >= self.visibility_timeout_s:
+            raise ValueError("need retry_backoff_max_s + time_limit_s < visibility_timeout_s")
         return self
 
     @property

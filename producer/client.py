@@ -184,6 +184,7 @@ class Producer:
                 jobs.append((self.store.assets(batch_id, skipped), meta["tasks"], meta["output"]))
         ids = sorted({a["id"] for assets, _, _ in jobs for a in assets})
         if not dry_run:
+            self.store.reopen(batch_id, ids)
             size = max(1, self.settings.chunk_size)
             stamp = int(time.time() * 1000)
             n = 0

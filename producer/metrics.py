@@ -37,7 +37,7 @@ def record_dead_letter(client: redis.Redis, kind: str) -> None:
 def render(client: redis.Redis) -> str:
     raw = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in client.hgetall(METRICS_KEY).items()}
     lines = [
-        "# HELP assetq_assets_total Assets finished, by status.",
+        "# HELP assetq_assets_total Asset processings, by status (a redelivered asset counts again).",
         "# TYPE assetq_assets_total counter",
     ]
     lines += [

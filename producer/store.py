@@ -8,6 +8,9 @@ Keys (``assetq:`` prefix, all expiring after ``result_ttl_s``):
 * ``batch:<id>:status``    hash: asset id -> ``ok`` | ``skipped`` | ``failed``
 * ``batch:<id>:results``   hash: asset id -> result JSON
 * ``deadletter:<id>``      hash: entry id -> dead-letter JSON (chunk payload, error, attempts, timestamps)
+* ``batch:<id>:attempts``  hash: asset id -> deliveries that started it (worker side)
+* ``batch:<id>:processed`` hash: asset id -> times a worker finished processing it
+* ``chunk:<id>``           hash: ``deliveries`` not finished yet, ``first_failed_at``
 * ``batches``              sorted set of batch ids by creation time
 * ``results`` stream       one entry per asset whose status changed: ``batch``, ``asset``, ``status``
 
@@ -48,6 +51,21 @@ return 1
 """
 
 
+# KEYS: batch, status   ARGV: asset ids. Moves replayed assets back to pending.
+_REOPEN = """
+local n = 0
+for i = 1, #ARGV do
+  local old = redis.call('HGET', KEYS[2], ARGV[i])
+  if old == 'failed' or old == 'skipped' then
+    redis.call('HINCRBY', KEYS[1], old, -1)
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
 def key(*parts: str) -> str:
     return PREFIX + ":".join(parts)
 
@@ -65,6 +83,7 @@ class BatchStore:
         self.stream = stream
         self.stream_maxlen = stream_maxlen
         self._record = self.r.register_script(_RECORD)
+        self._reopen = self.r.register_script(_REOPEN)
 
     # -- batches ----------------------------------------------------------------------
     def create_batch(
@@ -151,6 +170,17 @@ class BatchStore:
             ],
         )
         return bool(changed)
+
+    def reopen(self, batch_id: str, asset_ids: list[str]) -> int:
+        """Move ``failed``/``skipped`` assets back to pending (before a replay); returns how many moved.
+
+        The batch is then incomplete again until their new results land, and the
+        counters stay exact: each asset is counted once, in its latest state.
+        """
+        if not asset_ids:
+            return 0
+        moved = self._reopen(keys=[key("batch", batch_id), key("batch", batch_id, "status")], args=asset_ids)
+        return int(moved)
 
     def result(self, batch_id: str, asset_id: str) -> dict[str, Any] | None:
         raw = self.r.hget(key("batch", batch_id, "results"), asset_id)

@@ -108,3 +108,15 @@ def test_metrics_render_prometheus_text() -> None:
     assert 'assetq_skipped_total{kind="truncated"} 1' in text
     assert 'assetq_step_seconds_sum{step="ocr.detection"} 0.030000' in text
     assert 'assetq_step_seconds_count{step="decode"} 1' in text
+
+
+def test_reopen_moves_failed_back_to_pending(store: BatchStore) -> None:
+    store.create_batch("b1", [{"id": "a"}, {"id": "b"}], {}, {})
+    store.record(result("a", "failed"))
+    store.record(result("b", "ok"))
+    assert store.reopen("b1", ["a", "b"]) == 1  # ok results are never reopened
+    st = store.status("b1")
+    assert st is not None and (st["failed"], st["ok"], st["pending"], st["complete"]) == (0, 1, 1, False)
+    store.record(result("a", "ok"))
+    st = store.status("b1")
+    assert st is not None and (st["ok"], st["failed"], st["complete"]) == (2, 0, True)
