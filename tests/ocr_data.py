@@ -74,6 +74,17 @@ def load_font(path: Path | None, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(path), size)
 
 
+def missing_glyphs(font: ImageFont.FreeTypeFont, text: str) -> str:
+    """Characters of ``text`` the font draws as its "missing glyph" box (Aileron has no accents)."""
+    notdef = font.getmask("\U0010fffd")
+    notdef_key = (notdef.size, bytes(notdef))
+    return "".join(
+        sorted(
+            {ch for ch in text if not ch.isspace() and (font.getmask(ch).size, bytes(font.getmask(ch))) == notdef_key}
+        )
+    )
+
+
 @dataclass(frozen=True)
 class RenderedLine:
     text: str
@@ -98,6 +109,9 @@ def render_lines(
 ) -> RenderedImage:
     """Draw ``lines`` left-aligned, then rotate the page by ``angle`` degrees (anticlockwise)."""
     font = load_font(font_path, size)
+    for text in lines:
+        if missing := missing_glyphs(font, text):
+            raise ValueError(f"font {font_path or DEFAULT_FONT} has no glyph for {missing!r}: the truth would be wrong")
     boxes = [font.getbbox(t) for t in lines]
     step = int(size * (1 + spacing))
     width = int(max(b[2] for b in boxes)) + 2 * margin
@@ -212,3 +226,15 @@ def render_cases(fonts: dict[str, Path | None]) -> list[RenderCase]:
 
 def render_case(case: RenderCase, fonts: dict[str, Path | None]) -> RenderedImage:
     return render_lines(case.lines, fonts[case.font], case.size, case.ink, case.paper, case.angle)
+
+
+def on_photo(block: RenderedImage, long_side: int = 1600, at: tuple[int, int] = (40, 300)) -> RenderedImage:
+    """``block`` pasted onto scikit-image's coffee photo enlarged to ``long_side`` px (a camera-sized image)."""
+    from skimage import data
+
+    photo = Image.fromarray(data.coffee())
+    scale = long_side / max(photo.size)
+    photo = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BICUBIC)
+    photo.paste(Image.fromarray(block.pixels), at)
+    shift = np.array(at, dtype=np.float64)
+    return RenderedImage(np.asarray(photo), tuple(RenderedLine(ln.text, ln.quad + shift) for ln in block.lines))

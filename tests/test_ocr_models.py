@@ -24,7 +24,7 @@ RUNTIME = RuntimeOptions(warmup=False)
 
 
 @pytest.fixture(scope="module")
-def model_dir() -> Path:
+def ocr_model_dir() -> Path:
     """The model directory with the two OCR packs installed (only those: other packs are not needed here)."""
     from worker.models.install import install
 
@@ -34,13 +34,13 @@ def model_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def detector(model_dir: Path) -> PPOCRTextDetector:
-    return PPOCRTextDetector(V6, model_dir, RUNTIME)
+def detector(ocr_model_dir: Path) -> PPOCRTextDetector:
+    return PPOCRTextDetector(V6, ocr_model_dir, RUNTIME)
 
 
 @pytest.fixture(scope="module")
-def recognizer(model_dir: Path) -> PPOCRTextRecognizer:
-    return PPOCRTextRecognizer(V6, model_dir, RUNTIME)
+def recognizer(ocr_model_dir: Path) -> PPOCRTextRecognizer:
+    return PPOCRTextRecognizer(V6, ocr_model_dir, RUNTIME)
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +64,10 @@ def ocr(
     return recognizer.run_chunk(images, {DETECTION: boxes}, rec_options or {})
 
 
-def test_registry_serves_the_ppocr_classes(model_dir: Path) -> None:
-    assert model_class("ocr", "detection", V6, model_dir) is PPOCRTextDetector
-    assert model_class("ocr", "recognition", V6, model_dir) is PPOCRTextRecognizer
-    assert model_class("ocr", "classification", V5, model_dir) is PPOCRTextOrientation
+def test_registry_serves_the_ppocr_classes(ocr_model_dir: Path) -> None:
+    assert model_class("ocr", "detection", V6, ocr_model_dir) is PPOCRTextDetector
+    assert model_class("ocr", "recognition", V6, ocr_model_dir) is PPOCRTextRecognizer
+    assert model_class("ocr", "classification", V5, ocr_model_dir) is PPOCRTextOrientation
 
 
 def test_rendered_text_is_read(
@@ -83,6 +83,18 @@ def test_rendered_text_is_read(
         read += per_line
     accuracy = ocr_data.character_accuracy(truth, read)
     assert accuracy >= 0.97, list(zip(truth, read, strict=True))
+
+
+def test_text_on_a_camera_sized_photo(
+    detector: PPOCRTextDetector, recognizer: PPOCRTextRecognizer, fonts: dict[str, Path | None]
+) -> None:
+    # 1600 px wide: the detector sees it shrunk to 736, so 44 px letters become ~20 px.
+    block = ocr_data.render_lines(ocr_data.SENTENCES[0:3], fonts[ocr_data.DEFAULT_FONT], 44, angle=-2.0)
+    photo = ocr_data.on_photo(block)
+    (lines,) = ocr(detector, recognizer, [photo.pixels])
+    read = ocr_data.read_per_truth_line(photo.lines, [np.array(ln.quad) for ln in lines], [ln.text for ln in lines])
+    assert all(read), read
+    assert ocr_data.character_accuracy([line.text for line in photo.lines], read) >= 0.97, read
 
 
 def test_boxes_in_reading_order_and_inside_the_image(
@@ -160,8 +172,8 @@ def test_options_change_thresholds(
     assert recognizer.run_chunk([img], {DETECTION: full}, {"minScore": 1.01}) == [[]]
 
 
-def test_ppocr_v5_reads_with_its_dictionary_file(model_dir: Path, rendered: list[ocr_data.RenderedImage]) -> None:
-    det, rec = PPOCRTextDetector(V5, model_dir, RUNTIME), PPOCRTextRecognizer(V5, model_dir, RUNTIME)
+def test_ppocr_v5_reads_with_its_dictionary_file(ocr_model_dir: Path, rendered: list[ocr_data.RenderedImage]) -> None:
+    det, rec = PPOCRTextDetector(V5, ocr_model_dir, RUNTIME), PPOCRTextRecognizer(V5, ocr_model_dir, RUNTIME)
     assert (rec.type_dir / "dict.txt").is_file()
     r = rendered[0]
     (lines,) = ocr(det, rec, [r.pixels])
@@ -170,14 +182,14 @@ def test_ppocr_v5_reads_with_its_dictionary_file(model_dir: Path, rendered: list
 
 
 def test_upside_down_lines_are_read_with_orientation(
-    model_dir: Path, detector: PPOCRTextDetector, recognizer: PPOCRTextRecognizer, fonts: dict[str, Path | None]
+    ocr_model_dir: Path, detector: PPOCRTextDetector, recognizer: PPOCRTextRecognizer, fonts: dict[str, Path | None]
 ) -> None:
     lines = ocr_data.SENTENCES[:3]
     upright = ocr_data.render_lines(lines, fonts[ocr_data.DEFAULT_FONT], 24)
     turned = ocr_data.render_lines(lines, fonts[ocr_data.DEFAULT_FONT], 24, angle=180.0)
     images = [DecodedImage.from_array(upright.pixels), DecodedImage.from_array(turned.pixels)]
     boxes = detector.run_chunk(images, {}, {})
-    orientation = PPOCRTextOrientation(V5, model_dir, RUNTIME)
+    orientation = PPOCRTextOrientation(V5, ocr_model_dir, RUNTIME)
     flags = orientation.run_chunk(images, {DETECTION: boxes}, {})
     assert flags == [[False] * 3, [True] * 3]
 
@@ -188,7 +200,7 @@ def test_upside_down_lines_are_read_with_orientation(
     assert sorted(ln.text for ln in read[1]) == sorted(lines)
 
 
-def test_orientation_needs_a_pack_with_a_classifier(model_dir: Path) -> None:
-    orientation = PPOCRTextOrientation(V6, model_dir, RUNTIME)
+def test_orientation_needs_a_pack_with_a_classifier(ocr_model_dir: Path) -> None:
+    orientation = PPOCRTextOrientation(V6, ocr_model_dir, RUNTIME)
     with pytest.raises(ModelNotInstalled, match="PP-OCRv5_mobile"):
         orientation.load()

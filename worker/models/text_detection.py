@@ -67,8 +67,9 @@ class PPOCRTextDetector(InferenceModel):
 
     task: ClassVar[str] = "ocr"
     type: ClassVar[str] = "detection"
-    # Verified on real images: boxes identical with and without (benchmarks/ocr_bench.py),
-    # and ~3x faster: PP-OCRv6's detector stores ~256k subnormal weights.
+    # PP-OCRv6's detector stores ~256k subnormal weights. Flushing them leaves the probability
+    # maps bit-identical on real images (benchmarks/ocr_bench.py); it was ~3x faster on the CPU
+    # in shared/MODELS.md, and made no measurable difference on an AMD EPYC.
     flush_denormals: ClassVar[bool] = True
 
     def warmup(self) -> None:
