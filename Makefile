@@ -21,9 +21,11 @@ models: setup
 demo: models
 	$(BIN)/assetq run samples --out out/demo
 
-# Debian's redis-server for the tests' private Redis instances (installed if missing).
+# Debian's redis-server for the tests' private Redis instances, and the DejaVu fonts the OCR
+# tests render text with (installed if missing).
 services:
-	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+	@command -v redis-server >/dev/null && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || \
+	  (apt-get update -qq && apt-get install -y -qq redis-server fonts-dejavu-core)
 
 lint: setup
 	$(BIN)/ruff check .

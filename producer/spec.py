@@ -62,6 +62,10 @@ class TextRecognitionOptions(_Strict):
     min_score: Score = Field(0.8, alias="minScore", description="Drop lines recognised with lower confidence.")
 
 
+class TextClassificationOptions(_Strict):
+    min_score: Score = Field(0.9, alias="minScore", description="Flip a line when P(upside down) is at least this.")
+
+
 class NoOptions(_Strict):
     pass
 
@@ -86,6 +90,11 @@ class TextRecognitionEntry(_Strict):
     options: TextRecognitionOptions = TextRecognitionOptions()
 
 
+class TextClassificationEntry(_Strict):
+    model_name: ModelName = Field(alias="modelName")
+    options: TextClassificationOptions = TextClassificationOptions()
+
+
 class PlainEntry(_Strict):
     model_name: ModelName = Field(alias="modelName")
     options: NoOptions = NoOptions()
@@ -106,7 +115,7 @@ class FacialRecognitionTask(_Strict):
 
 class OcrTask(_Strict):
     detection: TextDetectionEntry
-    classification: PlainEntry | None = Field(None, description="Optional text-line orientation step.")
+    classification: TextClassificationEntry | None = Field(None, description="Optional text-line orientation step.")
     recognition: TextRecognitionEntry | None = None
 
 
@@ -187,7 +196,7 @@ class Tasks(_Strict):
             o = self.ocr
             out.append(("ocr", "detection", o.detection.model_name, _opts(o.detection.options)))
             if o.classification:
-                out.append(("ocr", "classification", o.classification.model_name, {}))
+                out.append(("ocr", "classification", o.classification.model_name, _opts(o.classification.options)))
             if o.recognition:
                 out.append(("ocr", "recognition", o.recognition.model_name, _opts(o.recognition.options)))
         if self.clip and self.clip.visual:

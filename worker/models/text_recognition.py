@@ -127,7 +127,7 @@ class PPOCRTextRecognizer(InferenceModel):
     type: ClassVar[str] = "recognition"
     depends_on: ClassVar[tuple[StepKey, ...]] = (DETECTION,)
     # Read when present; the pipeline runs the orientation step first when it was requested.
-    optional_depends_on: ClassVar[tuple[StepKey, ...]] = (ORIENTATION,)
+    runs_after: ClassVar[tuple[StepKey, ...]] = (ORIENTATION,)
     # flush_denormals stays off: outputs are identical with it, but only 241 weights are
     # subnormal and no speed-up was measured (benchmarks/ocr_bench.py).
 
