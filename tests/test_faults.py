@@ -286,8 +286,11 @@ def test_s3_outage_ridden_out_then_one_longer_than_the_retry_budget(proxied_scen
     assert p.status(batch)["failed"] == len(scene.photos.ids)  # a dry run enqueues nothing
     replayed = cli(env, "replay", batch)
     assert replayed.returncode == 0, replayed.stderr
-    # replayed assets stay counted as failed (the batch stays "complete") until their new result lands
-    wait_until(lambda: p.status(batch)["failed"] == 0, 90, "the replayed assets to finish", interval=0.2)
+    # replay moves the assets back to pending: the batch is incomplete until their new results land
+    st = p.status(batch)
+    assert st["failed"] == 0 and not st["complete"], st
+    st = scene.wait(p, batch, 90)
+    assert (st["failed"], st["done"]) == (0, len(scene.photos.ids)), st
     out = scene.check(p, batch, max_processed=1)
     assert not p.store.dead_letters(batch) and p.failures(batch) == []
 
