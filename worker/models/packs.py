@@ -153,6 +153,45 @@ PACKS: dict[str, Pack] = {
             ),
             notes="PP-OCRv5 mobile detection + recognition + text-line orientation",
         ),
+        Pack(
+            name="tiny-vit-shapes",
+            task="clip",
+            family="openclip",
+            licence="Apache-2.0 (trained by assetq on synthetic images); tokenizer vocabulary MIT (OpenAI CLIP)",
+            bundled="worker/models/bundled/clip/tiny-vit-shapes",
+            files=(
+                PackFile(
+                    "config.json", "config.json", "6e006b6c7202f7c6cf5020202b36a65cb54d949359b9c41e75c1eb672cbbc2a1"
+                ),
+                PackFile("README.md", "README.md", "d82fabd1ea9d31fe1a2a641dfc683bf4addc5155dc4cb9011aa9f91447490d56"),
+                PackFile(
+                    "visual/model.onnx",
+                    "visual/model.onnx",
+                    "6aeca1d8337c0032d4bfe7d3c5f2bf027ce33253d89f4ddc8e5bc659058061b9",
+                ),
+                PackFile(
+                    "visual/preprocess_cfg.json",
+                    "visual/preprocess_cfg.json",
+                    "20487c7cc46015bba7ac3cd004d5cf8c4389fa5217b30f0947930f8a464ac90f",
+                ),
+                PackFile(
+                    "textual/model.onnx",
+                    "textual/model.onnx",
+                    "01fd551249a102684ca6449fcd86515855d980e84877dc0912911701e2a38c0f",
+                ),
+                PackFile(
+                    "textual/tokenizer.json",
+                    "textual/tokenizer.json",
+                    "670c56df67ad86bcc261db72931ea14be8962f99d50d401c158f1b94aa492eeb",
+                ),
+                PackFile(
+                    "textual/tokenizer_config.json",
+                    "textual/tokenizer_config.json",
+                    "cd6a65c29e0b5d49844eaa3b5e24fe2cf3be31eb0c24a8f9a877b6164507cdb0",
+                ),
+            ),
+            notes="tiny OpenCLIP-style ViT (64 px, 8 px patches) + text tower, trained on 8 shapes x 8 colours only",
+        ),
     )
 }
 
