@@ -1,0 +1,101 @@
+"""CLIP image embeddings from the visual tower of an OpenCLIP export.
+
+Pack layout (Immich's): ``clip/<modelName>/visual/model.onnx`` with
+``visual/preprocess_cfg.json`` (or only ``config.json`` at the pack root).
+The tower maps a normalised ``(N, 3, H, W)`` batch to ``(N, dim)`` embeddings.
+
+Exports made with a dynamic batch axis are run in batches across the chunk.
+Immich's own exports fix the batch at 1; those are run one image at a time,
+which gives the same numbers, only slower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from worker.models.base import InferenceModel, StepKey
+from worker.models.clip_preprocess import PreprocessConfig, preprocess_batch
+from worker.models.registry import register
+from worker.pipeline.image import DecodedImage
+
+# Default images per session call when the request does not say (Settings.clip_batch_size feeds "_maxBatch").
+DEFAULT_MAX_BATCH = 16
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, float32; an all-zero row stays zero instead of becoming NaN."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, np.float32(1e-12))
+
+
+def session_batch_limit(shape: Sequence[int | str | None], requested: int) -> tuple[int, int | None]:
+    """(batch size to use, fixed batch the graph demands or None) for an input of ``shape``."""
+    first = shape[0] if shape else None
+    if isinstance(first, int) and first > 0:
+        return first, first
+    return max(1, requested), None
+
+
+def onnx_float_type(type_name: str | None) -> np.dtype[Any]:
+    """The numpy dtype for an image input (float16 exports exist; everything else takes float32)."""
+    return np.dtype(np.float16) if type_name == "tensor(float16)" else np.dtype(np.float32)
+
+
+def run_in_batches(model: InferenceModel, inputs: np.ndarray, batch_size: int, fixed: int | None) -> np.ndarray:
+    """Run ``inputs`` through ``model`` ``batch_size`` rows at a time (padding a short batch for fixed-batch graphs)."""
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        part = inputs[start : start + batch_size]
+        n = len(part)
+        if fixed is not None and n < fixed:
+            part = np.concatenate([part, np.zeros((fixed - n, *part.shape[1:]), dtype=part.dtype)])
+        outputs.append(np.asarray(model.predict(part)[0], dtype=np.float32)[:n])
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
+
+
+@register("openclip")
+class ClipVisual(InferenceModel):
+    task = "clip"
+    type = "visual"
+
+    preprocess_cfg: PreprocessConfig
+    _fixed_batch: int | None
+    _input_dtype: np.dtype[Any]
+
+    def _after_load(self) -> None:
+        self.preprocess_cfg = PreprocessConfig.from_pack(self.pack_dir)
+        model_input = self.session.get_inputs()[0]
+        _, self._fixed_batch = session_batch_limit(model_input.shape, 1)
+        self._input_dtype = onnx_float_type(getattr(model_input, "type", None))
+
+    def warmup(self) -> None:
+        height, width = self.preprocess_cfg.size
+        self.embed_pixels([np.zeros((height, width, 3), dtype=np.uint8)], DEFAULT_MAX_BATCH)
+
+    def embed_pixels(self, pixels: Sequence[np.ndarray], max_batch: int) -> np.ndarray:
+        """RGB uint8 images -> (n, dim) float32, L2-normalised; at most ``max_batch`` images per session call."""
+        if not pixels:
+            return np.zeros((0, 0), dtype=np.float32)
+        session = self.session  # loads the pack (and its preprocess config) on first use
+        batch_size, fixed = session_batch_limit(session.get_inputs()[0].shape, max_batch)
+        outputs = []
+        for start in range(0, len(pixels), batch_size):
+            # Preprocess one batch at a time so a large chunk never holds every float tensor at once.
+            batch = preprocess_batch(pixels[start : start + batch_size], self.preprocess_cfg)
+            outputs.append(run_in_batches(self, batch.astype(self._input_dtype, copy=False), batch_size, fixed))
+        return l2_normalise(np.concatenate(outputs))
+
+    def run_chunk(
+        self,
+        images: Sequence[DecodedImage],
+        upstream: Mapping[StepKey, Sequence[Any]],
+        options: Mapping[str, Any],
+    ) -> list[np.ndarray]:
+        """One (dim,) float32 L2-normalised embedding per image, batched across the chunk."""
+        max_batch = int(options.get("_maxBatch", DEFAULT_MAX_BATCH))
+        embeddings = self.embed_pixels([image.pixels for image in images], max_batch)
+        return [np.ascontiguousarray(row) for row in embeddings]
