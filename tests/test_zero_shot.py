@@ -123,7 +123,7 @@ def test_build_class_examples_embeds_each_text_once_and_rejects_classes_without_
     )
     assert calls == [["x", "y", "z"]]
     assert isinstance(examples, ClassExamples)
-    assert examples.positive.shape == (3, 8) and examples.negative.shape == (2, 8)
+    assert examples.positive.shape == (8, 3) and examples.negative.shape == (8, 2)
     assert examples.negative_classes.tolist() == [0, 1]
     with pytest.raises(ValueError, match="no positive example"):
         build_class_examples({"a": {"positive": [], "negative": ["z"]}}, embed)
