@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from producer.spec import SpecError, parse_tasks
@@ -35,6 +36,39 @@ class Limits:
     clip_batch_size: int = 16
     detection_batch_size: int = 8
     decode_threads: int = 2
+    # Short side kept when decoding for steps that read fine detail (face and text-line
+    # recognition): Immich runs its models on 1440 px previews, so this matches its quality.
+    detail_side: int = 1440
+
+
+# Short side (decoded pixels) the steps that only look at a downscaled whole image need.
+# Face detectors letterbox to 640 and CLIP crops 224 (448 leaves room for 336/384 px exports).
+FACE_DETECTION_SIDE = 640
+CLIP_SIDE = 448
+TEXT_DETECTION_SIDE = 736  # PP-OCR's default maxResolution
+
+
+def decode_min_side(plan: Sequence[Step], limits: Limits) -> int:
+    """The short side a chunk's images must keep for every step in ``plan``; 0 = full size.
+
+    JPEGs are then decoded with DCT scaling (Pillow's draft mode: 1/2, 1/4 or 1/8)
+    to the smallest size still at least this large, which halves the decode
+    time of a 12 MP photo for the full job and cuts it ~4x for detection or
+    CLIP alone. A step this table does not know gets the full image.
+    """
+    needs = []
+    for step in plan:
+        if step.type in ("recognition", "classification") and step.task in ("facial-recognition", "ocr"):
+            needs.append(limits.detail_side)
+        elif step.key == ("facial-recognition", "detection"):
+            needs.append(int(step.options.get("inputSize", FACE_DETECTION_SIDE)))
+        elif step.key == ("ocr", "detection"):
+            needs.append(int(step.options.get("maxResolution", TEXT_DETECTION_SIDE)))
+        elif step.task in ("clip", "zero-shot"):
+            needs.append(CLIP_SIDE)
+        else:
+            return 0
+    return max(needs, default=0)
 
 
 def plan_for(tasks: dict[str, Any], cache: ModelCache) -> list[Step]:
@@ -81,7 +115,8 @@ class Pipeline:
         a stuck one becomes a ``timeout`` record without holding up the rest.
         """
         limit = self.limits.asset_time_limit_s
-        for outcome in self._pool.map(self._fetch_decode, list(assets), limit):
+        min_side = decode_min_side(plan, self.limits)
+        for outcome in self._pool.map(partial(self._fetch_decode, min_side=min_side), list(assets), limit):
             if isinstance(outcome, TimeoutError):
                 yield AssetError("timeout", f"fetch+decode took longer than {limit}s")
             elif isinstance(outcome, AssetError | TransientError):
@@ -91,10 +126,10 @@ class Pipeline:
             else:
                 yield outcome
 
-    def _fetch_decode(self, asset: dict[str, Any]) -> tuple[DecodedImage, float]:
+    def _fetch_decode(self, asset: dict[str, Any], min_side: int = 0) -> tuple[DecodedImage, float]:
         t0 = time.perf_counter()
         data = self.fetcher.fetch(asset)
-        img = decode_image(data, self.limits.max_pixels, max_side=self.limits.max_side)
+        img = decode_image(data, self.limits.max_pixels, min_side, max_side=self.limits.max_side)
         return img, (time.perf_counter() - t0) * 1000
 
     def run_models(
