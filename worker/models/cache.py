@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 from worker.models.base import InferenceModel, RuntimeOptions, SessionFactory
@@ -15,6 +18,35 @@ from worker.models.registry import model_class
 log = logging.getLogger(__name__)
 
 CacheKey = tuple[str, str, str]  # (task, type, modelName)
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None on other C libraries (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+def release_memory() -> None:
+    """Give the memory of dropped sessions back to the operating system.
+
+    A session's weights and onnxruntime's CPU arena are freed into glibc's heap
+    when the session is collected, but glibc keeps most freed pages mapped
+    (measured: 1.46 GB resident after a run of the full job, 634 MB after
+    unloading every model, 183 MB after ``malloc_trim``). ``malloc_trim(0)``
+    returns the free pages of every arena to the kernel.
+    """
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class ModelCache:
@@ -67,7 +99,7 @@ class ModelCache:
             for key in stale:
                 self._drop(key)
         if stale:
-            gc.collect()
+            release_memory()
             log.info("unloaded idle models: %s", ", ".join("/".join(k) for k in stale))
         return stale
 
@@ -75,7 +107,7 @@ class ModelCache:
         with self._lock:
             for key in list(self._models):
                 self._drop(key)
-        gc.collect()
+        release_memory()
 
     def _drop(self, key: CacheKey) -> None:
         model = self._models.pop(key, None)
