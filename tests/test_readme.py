@@ -19,3 +19,9 @@ def test_every_command_is_documented() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "cmd")
     missing = [cmd for cmd in sub.choices if f"assetq {cmd}" not in README]  # type: ignore[union-attr]
     assert not missing, f"document these commands in the README: {missing}"
+
+
+def test_published_json_schema_is_current() -> None:
+    from tools.write_schema import TARGET, schema_text
+
+    assert TARGET.read_text() == schema_text(), "run `python tools/write_schema.py`"
