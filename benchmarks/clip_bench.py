@@ -33,15 +33,21 @@ from worker.models.zero_shot import build_class_examples, top_labels, zero_shot_
 from worker.pipeline.image import DecodedImage  # noqa: E402
 
 
-def best_of(repeats: int, fn: Callable[[], object]) -> float:
-    """Median wall time of ``repeats`` runs (after one untimed warm-up run)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def interleaved(repeats: int, variants: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Median wall time of each variant over ``repeats`` rounds, after one untimed warm-up round.
+
+    The variants take turns within each round, so load from other processes on a
+    shared machine falls on all of them alike and the ratios stay meaningful.
+    """
+    for fn in variants.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def photo_sized_images(count: int, size: tuple[int, int]) -> list[DecodedImage]:
@@ -56,20 +62,25 @@ def bench_visual(model_dir: Path, name: str, images: list[DecodedImage], threads
     visual = ClipVisual(name, model_dir, RuntimeOptions(intra_op_threads=threads))
     visual.load()
     n = len(images)
-    pre = best_of(repeats, lambda: preprocess_batch([im.pixels for im in images], visual.preprocess_cfg))
+    pre = interleaved(repeats, {"pre": lambda: preprocess_batch([im.pixels for im in images], visual.preprocess_cfg)})[
+        "pre"
+    ]
     print(f"\n## visual tower: {name}, {n} images of {images[0].width}x{images[0].height}, {threads} threads")
     print(f"preprocessing alone: {1000 * pre / n:.2f} ms/image\n")
     print("| mode | ms/image | images/s | vs one at a time |")
     print("|---|---:|---:|---:|")
-    baseline = best_of(repeats, lambda: [visual.run_chunk([im], {}, {"_maxBatch": 1}) for im in images])
-    rows = [("one at a time (B=1)", baseline)]
+    variants: dict[str, Callable[[], object]] = {
+        "one at a time (B=1)": lambda: [visual.run_chunk([im], {}, {"_maxBatch": 1}) for im in images]
+    }
     for batch in (4, 16, 32):
 
         def whole_chunk(size: int = batch) -> object:
             return visual.run_chunk(images, {}, {"_maxBatch": size})
 
-        rows.append((f"chunk, batches of {batch}", best_of(repeats, whole_chunk)))
-    for label, seconds in rows:
+        variants[f"chunk, batches of {batch}"] = whole_chunk
+    rows = interleaved(repeats, variants)
+    baseline = rows["one at a time (B=1)"]
+    for label, seconds in rows.items():
         print(f"| {label} | {1000 * seconds / n:.1f} | {n / seconds:.1f} | {baseline / seconds:.2f}x |")
     dim = int(visual.run_chunk(images[:1], {}, {})[0].shape[0])
     return dim
@@ -104,26 +115,27 @@ def bench_zero_shot(dim: int, n_classes: int, examples_per_class: int, negatives
 
     np.testing.assert_allclose(per_class_loop(), zero_shot_scores(images, examples), atol=1e-5)
     n = len(images)
-    baseline = best_of(repeats, per_class_loop)
-    vectorised = best_of(repeats, lambda: zero_shot_scores(images, examples))
-    with_labels = best_of(
-        repeats, lambda: [top_labels(examples.names, row, None, 5) for row in zero_shot_scores(images, examples)]
+    rows = interleaved(
+        repeats * 5,  # each call takes milliseconds: more rounds for a stable median
+        {
+            "per-class Python loop (baseline)": per_class_loop,
+            "vectorised (reduceat scatter-max)": lambda: zero_shot_scores(images, examples),
+            "vectorised + labels, topK=5": lambda: [
+                top_labels(examples.names, row, None, 5) for row in zero_shot_scores(images, examples)
+            ],
+            f"vectorised + all {n_classes:,} labels": lambda: [
+                top_labels(examples.names, row, None, None) for row in zero_shot_scores(images, examples)
+            ],
+        },
     )
-    all_labels = best_of(
-        repeats, lambda: [top_labels(examples.names, row, None, None) for row in zero_shot_scores(images, examples)]
-    )
+    baseline = rows["per-class Python loop (baseline)"]
     print(
         f"\n## zero-shot scoring: {n_classes} classes x {examples_per_class} examples "
         f"({negatives} negative), {dim}-d, {n} images per call, text embeddings cached\n"
     )
     print("| scorer | ms/image | vs per-class loop |")
     print("|---|---:|---:|")
-    for label, seconds in (
-        ("per-class Python loop (baseline)", baseline),
-        ("vectorised (reduceat scatter-max)", vectorised),
-        ("vectorised + labels, topK=5", with_labels),
-        ("vectorised + all 1,000 labels", all_labels),
-    ):
+    for label, seconds in rows.items():
         print(f"| {label} | {1000 * seconds / n:.3f} | {baseline / seconds:.1f}x |")
 
 
@@ -135,7 +147,7 @@ def bench_textual(model_dir: Path, name: str, threads: int, repeats: int) -> Non
         print(f"\n(no textual tower for {name}: text-embedding cost not measured)")
         return
     texts = [f"a photo of a thing number {i}" for i in range(64)]
-    seconds = best_of(repeats, lambda: textual.embed_texts(texts))
+    seconds = interleaved(repeats, {"text": lambda: textual.embed_texts(texts)})["text"]
     print(
         f"\n## textual tower: {name}: {1000 * seconds / len(texts):.1f} ms/text in batches of 64 "
         f"(a cache miss on 1,000 x 10 examples costs ~{10_000 * seconds / len(texts):.0f} s once)"
