@@ -19,7 +19,7 @@ models: setup
 	$(BIN)/assetq models install --all
 
 demo: models
-	$(BIN)/assetq run samples --out out/demo
+	$(BIN)/assetq run samples --out out/demo --spec docs/examples/demo-spec.json
 
 # Debian's redis-server for the tests' private Redis instances, and the DejaVu fonts the OCR
 # tests render text with (installed if missing).

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     preload: bool = Field(True, description="Load and warm the installed models when a worker process starts.")
     warmup: bool = Field(True, description="Run one dummy batch after loading a model.")
 
+    zero_shot_cache_entries: int = Field(16, ge=1, description="Class configs whose text embeddings a worker keeps.")
+
     # --- device and runtime --------------------------------------------------
     device: str = Field("cpu", description="'cpu' or a CUDA device index; workers set it from --device.")
     intra_op_threads: int = Field(0, description="onnxruntime intra-op threads (0 = onnxruntime's default).")

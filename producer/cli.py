@@ -33,9 +33,18 @@ def _settings() -> Any:
     return get_settings()
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Plain json keeps the last of two equal keys: a class or option given twice would silently vanish.
+    keys = [k for k, _ in pairs]
+    dups = sorted({k for k in keys if keys.count(k) > 1})
+    if dups:
+        raise json.JSONDecodeError(f"duplicate key(s) {', '.join(map(repr, dups))}", "", 0)
+    return dict(pairs)
+
+
 def _read_json(path: str) -> Any:
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    return json.loads(text)
+    return json.loads(text, object_pairs_hook=_no_duplicate_keys)
 
 
 def _tasks_from_spec_file(path: str | None) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ MAX_ASSETS = 100_000
 MAX_INLINE_BYTES = 2 * 1024 * 1024
 MAX_CLASSES = 2_000
 MAX_EXAMPLES_PER_CLASS = 100
-MAX_EXAMPLES_TOTAL = 20_000
+MAX_EXAMPLES_TOTAL = 5_000  # a cache miss embeds every example: keep it well inside the time limit
 MAX_EXAMPLE_CHARS = 300
 
 
@@ -139,6 +139,13 @@ NonEmptyText = Annotated[str, StringConstraints(strip_whitespace=True, min_lengt
 class ClassExamples(_Strict):
     positive: list[NonEmptyText] = Field(min_length=1, max_length=MAX_EXAMPLES_PER_CLASS)
     negative: list[NonEmptyText] = Field(default_factory=list, max_length=MAX_EXAMPLES_PER_CLASS)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> ClassExamples:
+        both = sorted(set(self.positive) & set(self.negative))
+        if both:
+            raise ValueError(f"{both[0]!r} is both a positive and a negative example: the class could never win")
+        return self
 
 
 class ZeroShotOptions(_Strict):

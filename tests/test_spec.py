@@ -82,6 +82,9 @@ def test_full_spec_round_trip() -> None:
             },
             "tasks.zero-shot.classes",
         ),
+        ({"tasks": {"zero-shot": {"modelName": "m", "classes": {"cat": {"positive": ["a cat"],
+                                                                        "negative": ["a cat"]}}}}},
+         "tasks.zero-shot.classes.cat"),
         ({"priority": 11}, "priority"),
     ],
 )
@@ -107,6 +110,15 @@ def test_zero_shot_implies_the_clip_visual_step() -> None:
     tasks = parse_tasks({"zero-shot": {"modelName": "tiny", "classes": {"cat": {"positive": ["a cat"]}}}})
     steps = [(t, ty) for t, ty, _, _ in tasks.steps()]
     assert steps == [("clip", "visual"), ("zero-shot", "classifier")]
+
+
+def test_duplicate_keys_in_a_spec_file_are_an_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    spec = tmp_path / "dup.json"
+    spec.write_text('{"tasks": {"zero-shot": {"modelName": "m", "classes": {"a": {"positive": ["x"]}, '
+                    '"a": {"positive": ["y"]}}}}}')
+    proc = subprocess.run([sys.executable, "-m", "producer.cli", "validate", "--schema-only", str(spec)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "duplicate key(s) 'a'" in proc.stderr
 
 
 def test_validate_cli_exit_codes(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -28,6 +28,7 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         gpu_mem_limit_mb=settings.gpu_mem_limit_mb,
         cuda_arena_extend_strategy=settings.cuda_arena_extend_strategy,
         warmup=settings.warmup,
+        text_cache_entries=settings.zero_shot_cache_entries,
     )
 
 

@@ -56,6 +56,7 @@ class RuntimeOptions:
     gpu_mem_limit_mb: int = 0
     cuda_arena_extend_strategy: str = "kSameAsRequested"
     warmup: bool = True
+    text_cache_entries: int = 16  # zero-shot: class configs whose text embeddings are kept
 
 
 SessionFactory = Callable[[Path, RuntimeOptions, bool], Session]

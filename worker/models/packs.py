@@ -195,4 +195,4 @@ PACKS: dict[str, Pack] = {
     )
 }
 
-DEFAULT_PACKS = ("buffalo_s", "PP-OCRv6_small")
+DEFAULT_PACKS = ("buffalo_s", "PP-OCRv6_small", "tiny-vit-shapes")

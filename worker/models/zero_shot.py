@@ -40,7 +40,6 @@ from worker.pipeline.image import DecodedImage
 
 # Class configs whose text embeddings stay cached per worker process. An entry
 # of 1,000 classes x 10 examples of a 512-d model is 20 MB, so keep this small.
-DEFAULT_TEXT_CACHE_ENTRIES = 16
 
 ClassConfig = Mapping[str, Mapping[str, Sequence[str]]]  # name -> {"positive": [...], "negative": [...]}
 
@@ -185,12 +184,10 @@ class ZeroShotClassifier(InferenceModel):
     type = "classifier"
     depends_on = (("clip", "visual"),)
 
-    cache_entries: int = DEFAULT_TEXT_CACHE_ENTRIES
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.textual = ClipTextual(self.model_name, self.model_dir, self.runtime, self._session_factory)
-        self.text_cache = _LruCache(self.cache_entries)
+        self.text_cache = _LruCache(self.runtime.text_cache_entries)
 
     # The files are the CLIP pack's: <model_dir>/clip/<modelName>/textual/...
     @property
