@@ -115,6 +115,7 @@ class S3Server:
         self.proc = subprocess.Popen(
             [str(exe), "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+
         def listening() -> bool:
             with socket.create_connection(("127.0.0.1", self.port), 0.2):
                 return True

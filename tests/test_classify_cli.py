@@ -27,8 +27,14 @@ def eval_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def classify(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "producer.cli", "classify", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "producer.cli", "classify", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def csv_accuracy(path: Path) -> float:
@@ -50,15 +56,22 @@ def test_eval_reports_accuracy_confusion_matrix_and_plot(eval_dir: Path, model_d
 
 
 @pytest.mark.integration
-def test_classify_through_redis_and_a_worker(eval_dir: Path, model_dir: Path, tmp_path: Path,
-                                             redis_server: RedisServer) -> None:
-    env = {**os.environ, "ASSETQ_MODEL_DIR": str(model_dir), "ASSETQ_REDIS_URL": redis_server.url,
-           "ASSETQ_ALLOWED_ROOTS": json.dumps([str(eval_dir)]), "ASSETQ_CHUNK_SIZE": "16"}
+def test_classify_through_redis_and_a_worker(
+    eval_dir: Path, model_dir: Path, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    env = {
+        **os.environ,
+        "ASSETQ_MODEL_DIR": str(model_dir),
+        "ASSETQ_REDIS_URL": redis_server.url,
+        "ASSETQ_ALLOWED_ROOTS": json.dumps([str(eval_dir)]),
+        "ASSETQ_CHUNK_SIZE": "16",
+    }
     worker = WorkerProcess(env=env).start()
     try:
         out = tmp_path / "out"
-        proc = classify([str(eval_dir), "--classes", str(CLASSES), "--eval", "--submit", "--timeout", "240",
-                         "--out", str(out)], env)
+        proc = classify(
+            [str(eval_dir), "--classes", str(CLASSES), "--eval", "--submit", "--timeout", "240", "--out", str(out)], env
+        )
         assert proc.returncode == 0, proc.stderr + worker.tail()
         assert "accuracy: " in proc.stdout and csv_accuracy(out / "predictions.csv") >= 0.9
     finally:

@@ -82,9 +82,14 @@ def test_full_spec_round_trip() -> None:
             },
             "tasks.zero-shot.classes",
         ),
-        ({"tasks": {"zero-shot": {"modelName": "m", "classes": {"cat": {"positive": ["a cat"],
-                                                                        "negative": ["a cat"]}}}}},
-         "tasks.zero-shot.classes.cat"),
+        (
+            {
+                "tasks": {
+                    "zero-shot": {"modelName": "m", "classes": {"cat": {"positive": ["a cat"], "negative": ["a cat"]}}}
+                }
+            },
+            "tasks.zero-shot.classes.cat",
+        ),
         ({"priority": 11}, "priority"),
     ],
 )
@@ -114,10 +119,12 @@ def test_zero_shot_implies_the_clip_visual_step() -> None:
 
 def test_duplicate_keys_in_a_spec_file_are_an_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     spec = tmp_path / "dup.json"
-    spec.write_text('{"tasks": {"zero-shot": {"modelName": "m", "classes": {"a": {"positive": ["x"]}, '
-                    '"a": {"positive": ["y"]}}}}}')
-    proc = subprocess.run([sys.executable, "-m", "producer.cli", "validate", "--schema-only", str(spec)],
-                          capture_output=True, text=True)
+    spec.write_text(
+        '{"tasks": {"zero-shot": {"modelName": "m", "classes": {"a": {"positive": ["x"]}, "a": {"positive": ["y"]}}}}}'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "producer.cli", "validate", "--schema-only", str(spec)], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "duplicate key(s) 'a'" in proc.stderr
 
 
