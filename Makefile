@@ -32,8 +32,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy config producer worker
 
-test: models services
-	$(BIN)/pytest -q -p no:cacheprovider
+test: lint models services
+	$(BIN)/pytest -q -p no:cacheprovider --durations=10
 
 bench: models
 	$(BIN)/python -m benchmarks

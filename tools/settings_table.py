@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from pydantic_core import PydanticUndefined
 
 from config.settings import Settings
@@ -20,5 +23,17 @@ def table() -> str:
     return "\n".join(rows)
 
 
+def write_readme(readme: Path) -> None:
+    """Replace the table between the settings markers in the README."""
+    text = readme.read_text()
+    start, end = "<!-- settings:start -->\n", "\n<!-- settings:end -->"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    readme.write_text(head + start + table() + end + tail)
+
+
 if __name__ == "__main__":
-    print(table())
+    if "--write" in sys.argv:
+        write_readme(Path(__file__).resolve().parents[1] / "README.md")
+    else:
+        print(table())
