@@ -21,11 +21,12 @@ models: setup
 demo: models
 	$(BIN)/assetq run samples --out out/demo --spec docs/examples/demo-spec.json
 
-# Debian's redis-server for the tests' private Redis instances, and the DejaVu fonts the OCR
-# tests render text with (installed if missing).
+# Debian's redis-server for the tests' private Redis instances, the DejaVu fonts the OCR tests
+# render text with, and docker-compose to check docker-compose.yml without an engine.
 services:
-	@command -v redis-server >/dev/null && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || \
-	  (apt-get update -qq && apt-get install -y -qq redis-server fonts-dejavu-core)
+	@command -v redis-server >/dev/null && command -v docker-compose >/dev/null \
+	  && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || \
+	  (apt-get update -qq && apt-get install -y -qq redis-server fonts-dejavu-core docker-compose)
 
 lint: setup
 	$(BIN)/ruff check .
