@@ -16,6 +16,7 @@ from producer.store import BatchStore
 from producer.workers import WorkerRegistry
 
 PROCESS_CHUNK = "assetq.process_chunk"
+CATALOG_TTL_S = 10.0  # how long a fetched model catalog is trusted (workers heartbeat every 20 s)
 
 
 def celery_client(settings: Settings) -> Celery:
@@ -53,6 +54,7 @@ class Producer:
         self.workers = WorkerRegistry(self.redis)
         self.check_models = check_models
         self._celery: Celery | None = None
+        self._catalog: tuple[float, Catalog] | None = None
 
     @property
     def celery(self) -> Celery:
@@ -62,8 +64,18 @@ class Producer:
 
     # -- submit -------------------------------------------------------------------------
     def catalog(self) -> Catalog:
-        """Models available: what live workers advertise, plus the local model directory."""
-        return merge(self.workers.catalog(), scan_model_dir(self.settings.model_dir))
+        """Models available: what live workers advertise, plus the local model directory.
+
+        Cached for ``CATALOG_TTL_S``: a server submitting many small jobs should not scan
+        Redis and the disk for every one of them.
+        """
+        now = time.monotonic()
+        if self._catalog is None or now > self._catalog[0]:
+            self._catalog = (
+                now + CATALOG_TTL_S,
+                merge(self.workers.catalog(), scan_model_dir(self.settings.model_dir)),
+            )
+        return self._catalog[1]
 
     def validate(self, spec: JobSpec | dict[str, Any]) -> JobSpec:
         job = spec if isinstance(spec, JobSpec) else parse_spec(spec)
