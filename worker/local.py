@@ -36,14 +36,8 @@ def run_local(
     progress: Callable[[int], None] | None = None,
     batch_id: str | None = None,
     runtime: Runtime | None = None,
-    in_flight: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Process ``assets`` chunk by chunk; decoding of the next chunk overlaps inference.
-
-    ``in_flight`` chunks (default ``settings.concurrency``) run their models at
-    once in threads sharing the warm sessions; onnxruntime releases the GIL, so
-    on a CPU host two chunks with one intra-op thread each keep both cores
-    busy through the Python parts of a step (pre/post-processing) too.
+    """Process ``assets`` chunk by chunk; decoding of the next chunk overlaps inference of this one.
 
     Models are loaded and warmed before the clock starts, so ``images_per_s``
     is the steady rate. ``runtime``: reuse warm sessions across calls (the
@@ -66,17 +60,12 @@ def run_local(
             plan = None  # process() turns this into per-asset invalid_spec records
         for step in plan or []:
             rt.cache.get(step.task, step.type, step.model_name)
-
-        def decode(chunk: Chunk) -> list[Decoded]:
-            return list(pipeline.decode_all(chunk, plan or []))
-
-        def run(chunk: Chunk, decoded: list[Decoded]) -> list[dict[str, Any]]:
-            if plan is None:
-                return pipeline.process(bid, chunk, tasks)
-            return pipeline.run_models(bid, chunk, decoded, plan, tasks)
-
         t0 = time.perf_counter()
-        for chunk, out in _pipelined(chunks, decode, run, max(1, in_flight or settings.concurrency)):
+        for chunk, decoded in _prefetched(chunks, lambda c: list(pipeline.decode_all(c, plan or []))):
+            if plan is None:
+                out = pipeline.process(bid, chunk, tasks)
+            else:
+                out = pipeline.run_models(bid, chunk, decoded, plan, tasks)
             results.extend(out)
             if progress:
                 progress(len(chunk))
@@ -86,40 +75,18 @@ def run_local(
     return results, summarize(results, time.perf_counter() - t0, bid)
 
 
-Chunk = list[dict[str, Any]]
-
-
-def _pipelined(
-    chunks: list[Chunk],
-    decode: Callable[[Chunk], list[Decoded]],
-    run: Callable[[Chunk, list[Decoded]], list[dict[str, Any]]],
-    in_flight: int,
-) -> Iterator[tuple[Chunk, list[dict[str, Any]]]]:
-    """Yield (chunk, results) in order, with up to ``in_flight`` chunks running their models at once.
-
-    One thread decodes chunks in order (the pipeline's decode pool is not shared
-    between callers), one chunk ahead of the models, so at most
-    ``in_flight + 1`` decoded chunks are held in memory.
-    """
-    from collections import deque
-    from concurrent.futures import Future, ThreadPoolExecutor
+def _prefetched(
+    chunks: list[list[dict[str, Any]]], decode: Callable[[list[dict[str, Any]]], list[Decoded]]
+) -> Iterator[tuple[list[dict[str, Any]], list[Decoded]]]:
+    """Yield (chunk, decoded) with the next chunk's decode already running in the background."""
+    from concurrent.futures import ThreadPoolExecutor
 
     if not chunks:
         return
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetq-prefetch") as decoder,
-        ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="assetq-chunk") as runner,
-    ):
-        decoding = decoder.submit(decode, chunks[0])
-        running: deque[tuple[Chunk, Future[list[dict[str, Any]]]]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetq-prefetch") as pool:
+        pending = pool.submit(decode, chunks[0])
         for i, chunk in enumerate(chunks):
-            decoded = decoding.result()
+            decoded = pending.result()
             if i + 1 < len(chunks):
-                decoding = decoder.submit(decode, chunks[i + 1])
-            running.append((chunk, runner.submit(run, chunk, decoded)))
-            if len(running) >= in_flight:
-                done, future = running.popleft()
-                yield done, future.result()
-        while running:
-            done, future = running.popleft()
-            yield done, future.result()
+                pending = pool.submit(decode, chunks[i + 1])
+            yield chunk, decoded
