@@ -1,0 +1,1 @@
+"""assetq's benchmark harness: ``python -m benchmarks`` (``make bench``); see ``benchmarks/__main__.py``."""
