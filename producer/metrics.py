@@ -34,32 +34,24 @@ def record_dead_letter(client: redis.Redis, kind: str) -> None:
     client.hincrby(METRICS_KEY, f"deadletters|{kind}", 1)
 
 
+# (hash field prefix, metric name, label, help) of the plain counters.
+_COUNTERS = (
+    ("assets", "assetq_assets_total", "status", "Asset processings, by status (a redelivered asset counts again)."),
+    ("skipped", "assetq_skipped_total", "kind", "Skipped assets, by reason."),
+    ("deadletters", "assetq_deadletters_total", "kind", "Chunks dead-lettered, by reason."),
+)
+
+
 def render(client: redis.Redis) -> str:
     raw = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in client.hgetall(METRICS_KEY).items()}
-    lines = [
-        "# HELP assetq_assets_total Asset processings, by status (a redelivered asset counts again).",
-        "# TYPE assetq_assets_total counter",
-    ]
-    lines += [
-        f'assetq_assets_total{{status="{f.split("|", 1)[1]}"}} {v:g}'
-        for f, v in sorted(raw.items())
-        if f.startswith("assets|")
-    ]
-    lines += ["# HELP assetq_skipped_total Skipped assets, by reason.", "# TYPE assetq_skipped_total counter"]
-    lines += [
-        f'assetq_skipped_total{{kind="{f.split("|", 1)[1]}"}} {v:g}'
-        for f, v in sorted(raw.items())
-        if f.startswith("skipped|")
-    ]
-    lines += [
-        "# HELP assetq_deadletters_total Chunks dead-lettered, by reason.",
-        "# TYPE assetq_deadletters_total counter",
-    ]
-    lines += [
-        f'assetq_deadletters_total{{kind="{f.split("|", 1)[1]}"}} {v:g}'
-        for f, v in sorted(raw.items())
-        if f.startswith("deadletters|")
-    ]
+    lines: list[str] = []
+    for prefix, name, label, help_text in _COUNTERS:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+        lines += [
+            f'{name}{{{label}="{field.split("|", 1)[1]}"}} {value:g}'
+            for field, value in sorted(raw.items())
+            if field.startswith(f"{prefix}|")
+        ]
     lines += ["# HELP assetq_step_seconds Per-asset time in each pipeline step.", "# TYPE assetq_step_seconds summary"]
     for f, v in sorted(raw.items()):
         if f.startswith("step_ms_sum|"):
