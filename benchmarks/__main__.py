@@ -1,7 +1,7 @@
 """assetq's benchmark harness: ``python -m benchmarks`` (``make bench``).
 
-    .venv/bin/python -m benchmarks                 # the full harness (~10 min on a quiet 2-core machine)
-    .venv/bin/python -m benchmarks --quick         # a smaller run (~2-3 min)
+    .venv/bin/python -m benchmarks                 # the full harness (~12 min on a quiet 2-core machine)
+    .venv/bin/python -m benchmarks --quick         # a smaller run (~3 min)
     .venv/bin/python -m benchmarks --sections headline,batching,roofline
 
 One run measures, side by side on the same generated photo set (see
@@ -86,9 +86,9 @@ class Sizes:
     load_concurrency: int
 
 
-FULL = Sizes(False, 2, 2, 5, (1, 4, 16, 64), 64, (0, 1, 10, 50), 8, 10_000, 200, 2_000, 32, 4)
+FULL = Sizes(False, 2, 2, 3, (1, 4, 16, 64), 64, (0, 1, 10, 50), 8, 10_000, 100, 2_000, 32, 4)
 QUICK = Sizes(True, 1, 1, 2, (1, 4, 16), 16, (0, 1, 10, 50), 2, 500, 20, 100, 8, 2)
-MEMORY_MAX_SIDE = 640  # small photos: 2,000 of them fit the time budget
+MEMORY_MAX_SIDE = 480  # small photos: 2,000 of them fit the time budget
 
 
 @dataclass
