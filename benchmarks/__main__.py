@@ -26,6 +26,7 @@ each keeps its best round), not absolute times across runs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -357,8 +358,8 @@ def batching_section(run: Run, inproc: Any, photos: list[Path], all_photos: list
             rounds,
         )
         path, flush = model_file("clip", "visual", env.clip)
-        size = 224 if env.clip != "tiny-vit-shapes" else 64
-        raw_one, raw_many = batching.raw_gain(path, (3, size, size), opts, flush, rounds)
+        height, width = json.loads((path.parent / "preprocess_cfg.json").read_text())["size"]
+        raw_one, raw_many = batching.raw_gain(path, (3, height, width), opts, flush, rounds)
         gains.append(batching.BatchGain(f"CLIP visual ({env.clip}, 16 images)", n, one, many, raw_one, raw_many))
 
     run.say("\n## Batching gain: through the pipeline vs the raw model (same run)\n")

@@ -115,8 +115,23 @@ def test_ctc_greedy_decode_collapses_repeats_and_drops_blanks() -> None:
 def test_width_batches_group_similar_widths() -> None:
     widths = [900, 100, 400, 120, 410, 880, 95]
     batches = width_batches(widths, max_batch=2)
-    assert batches == [[6, 1], [3, 2], [4, 5], [0]]
+    # Sorted by width; the 120 px line runs alone rather than padded to 400 next to one.
+    assert batches == [[6, 1], [3], [2, 4], [5, 0]]
     assert sorted(i for b in batches for i in b) == list(range(len(widths)))
+
+
+def test_width_batches_do_not_pad_short_lines_to_long_ones() -> None:
+    # A page's worth: 20 short lines (all padded to the 320 minimum anyway) and 20 long ones of
+    # 560-800 px. Cutting the sorted list every 32 lines would pad 12 short lines to 640+.
+    widths = [40 + 4 * i for i in range(20)] + [560 + 12 * i for i in range(20)]
+    batches = width_batches(widths, max_batch=32)
+    assert batches[0] == list(range(20))  # the short lines share one call, at 320
+    for batch in batches[1:]:
+        padded = max(widths[i] for i in batch)
+        assert all(padded - widths[i] <= 0.25 * padded for i in batch)
+    assert sorted(i for b in batches for i in b) == list(range(len(widths)))
+    # Equal widths are never split below max_batch.
+    assert [len(b) for b in width_batches([320] * 40, max_batch=32)] == [32, 8]
     # Very wide lines: the column budget splits batches before max_batch is reached.
     wide = width_batches([MAX_BATCH_COLUMNS // 2 + 1] * 3, max_batch=32)
     assert [len(b) for b in wide] == [1, 1, 1]
@@ -145,12 +160,12 @@ def test_recognizer_batches_lines_across_images(tmp_path: Path) -> None:
     session = reading_session()
     rec = PPOCRTextRecognizer("FAKE", root, RUNTIME, factory(session))
     images = [image(100, 400), image(100, 400), image(100, 400)]
-    boxes = [[box(0, 0, 200, 40), box(0, 50, 390, 90)], [], [box(0, 0, 300, 40)]]
+    boxes = [[box(0, 0, 370, 40), box(0, 50, 390, 90)], [], [box(0, 0, 380, 40)]]
     lines = rec.run_chunk(images, {DETECTION: boxes}, {"minScore": 0.0, "_maxBatch": 32})
     assert len(session.calls) == 1 and session.calls[0].shape[0] == 3  # one batch for the whole chunk
     assert session.calls[0].shape[3] == max(MIN_INPUT_WIDTH, math.ceil(48 * 390 / 40))
     assert [len(per) for per in lines] == [2, 0, 1]
-    # Sorted by width: 200 px line -> row 0 ('a'), 300 px -> row 1 ('b'), 390 px -> row 2 ('c').
+    # Sorted by width: 370 px line -> row 0 ('a'), 380 px -> row 1 ('b'), 390 px -> row 2 ('c').
     assert [ln.text for ln in lines[0]] == ["a", "c"] and lines[2][0].text == "b"
     assert lines[0][1].quad == boxes[0][1].quad and lines[0][1].box_score == 0.9
 
@@ -159,7 +174,7 @@ def test_recognizer_max_batch_and_min_score(tmp_path: Path) -> None:
     root = fake_pack(tmp_path, "recognition", dictionary=["blank", "a", "b", "c", " "])
     session = reading_session()
     rec = PPOCRTextRecognizer("FAKE", root, RUNTIME, factory(session))
-    boxes = [[box(0, 10 * i, 100 + 20 * i, 10 * i + 8) for i in range(5)]]
+    boxes = [[box(0, 10 * i, 100, 10 * i + 8) for i in range(5)]]  # equal widths: batches of 2, 2, 1
     lines = rec.run_chunk([image(100, 400)], {DETECTION: boxes}, {"_maxBatch": 2})
     assert [c.shape[0] for c in session.calls] == [2, 2, 1]
     assert all(ln.score >= 0.8 for ln in lines[0]) and len(lines[0]) == 5  # rows 0-1 of each batch score 0.9

@@ -37,6 +37,10 @@ MIN_INPUT_WIDTH = 320
 # Upper bound on batch * width columns of one session call, so a chunk of very long lines
 # cannot allocate an unbounded activation tensor (32 lines of 640 columns each).
 MAX_BATCH_COLUMNS = 32 * 640
+# What one session call costs beyond its columns, in columns: on the 2-core CPU, 16 lines of
+# 320 in one call take about 1.2x less than 16 calls of one, i.e. ~55 columns' worth per call.
+# Only the split of lines into batches depends on it (benchmarks/batching.py measures the result).
+CALL_OVERHEAD_COLUMNS = 64
 DICT_FILE = "dict.txt"
 METADATA_KEY = "character"
 
@@ -82,18 +86,34 @@ def resized_width(height: int, width: int) -> int:
 
 
 def width_batches(widths: Sequence[int], max_batch: int) -> list[list[int]]:
-    """Indices grouped into batches of similar width: sorted by width, cut at ``max_batch`` or the column budget."""
+    """Indices grouped into batches of similar width, at the least estimated cost.
+
+    A batch runs padded to its widest line, so its cost is about
+    ``lines * widest`` columns plus a fixed per-call overhead. Lines sorted by
+    width are cut into consecutive batches (at most ``max_batch`` lines and
+    ``MAX_BATCH_COLUMNS`` columns each) minimising that sum: a short line is
+    never padded to a long one's width just because they fell into the same
+    group of 32, and lines of one width still share one call.
+    """
+    order = sorted(range(len(widths)), key=lambda j: widths[j])
+    padded = [max(MIN_INPUT_WIDTH, widths[i]) for i in order]
+    # best[end]: least cost of the first ``end`` sorted lines; start[end]: where its last batch begins.
+    best = [0.0] + [math.inf] * len(order)
+    start = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for first in range(max(0, end - max_batch), end):
+            lines = end - first
+            if lines > 1 and lines * padded[end - 1] > MAX_BATCH_COLUMNS:
+                continue
+            cost = best[first] + CALL_OVERHEAD_COLUMNS + lines * padded[end - 1]
+            if cost <= best[end]:  # on a tie, the later cut: full batches first
+                best[end], start[end] = cost, first
     batches: list[list[int]] = []
-    current: list[int] = []
-    for i in sorted(range(len(widths)), key=lambda j: widths[j]):
-        padded = max(MIN_INPUT_WIDTH, widths[i])  # the widest so far: sorted
-        if current and (len(current) >= max_batch or (len(current) + 1) * padded > MAX_BATCH_COLUMNS):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+    end = len(order)
+    while end > 0:
+        batches.append(order[start[end] : end])
+        end = start[end]
+    return batches[::-1]
 
 
 def ctc_greedy_decode(probs: np.ndarray, dictionary: Sequence[str]) -> list[tuple[str, float]]:
