@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from worker.models.blobs import normalised
 from worker.models.face_common import FaceDetector, RawDetections, anchor_grid
 from worker.models.registry import register
 
@@ -27,8 +28,7 @@ class ScrfdDetector(FaceDetector):
 
     def _blob(self, canvases: np.ndarray) -> np.ndarray:
         # RGB, (x - 127.5) / 128 as the network was trained.
-        blob = (canvases.astype(np.float32) - 127.5) / 128.0
-        return np.ascontiguousarray(blob.transpose(0, 3, 1, 2))
+        return normalised(canvases, 127.5, 128.0)
 
     def _decode(self, outputs: list[np.ndarray], index: int, size: int, min_score: float) -> RawDetections:
         levels = len(STRIDES)

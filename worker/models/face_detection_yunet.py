@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from worker.models.blobs import nchw_float32
 from worker.models.face_common import FaceDetector, RawDetections, anchor_grid
 from worker.models.registry import register
 
@@ -36,7 +37,7 @@ class YunetDetector(FaceDetector):
 
     def _blob(self, canvases: np.ndarray) -> np.ndarray:
         # BGR, raw 0-255 values: the network normalises internally.
-        return np.ascontiguousarray(canvases[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+        return nchw_float32(canvases, bgr=True)
 
     def _decode(self, outputs: list[np.ndarray], index: int, size: int, min_score: float) -> RawDetections:
         by_name = dict(zip(self._output_names, outputs, strict=True))

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from worker.models.blobs import normalised
 from worker.models.face_common import FaceRecognizer
 from worker.models.registry import register
 
@@ -21,5 +22,4 @@ class ArcFaceRecognizer(FaceRecognizer):
     flush_denormals: ClassVar[bool] = True
 
     def _blob(self, crops: np.ndarray) -> np.ndarray:
-        blob = (crops.astype(np.float32) - 127.5) / 127.5
-        return np.ascontiguousarray(blob.transpose(0, 3, 1, 2))
+        return normalised(crops, 127.5, 127.5)

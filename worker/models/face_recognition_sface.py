@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from worker.models.blobs import nchw_float32
 from worker.models.face_common import FaceRecognizer
 from worker.models.registry import register
 
@@ -23,4 +24,4 @@ class SFaceRecognizer(FaceRecognizer):
     flush_denormals: ClassVar[bool] = True
 
     def _blob(self, crops: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
+        return nchw_float32(crops)

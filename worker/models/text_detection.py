@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from worker.models.base import InferenceModel, StepKey
+from worker.models.blobs import nchw_float32
 from worker.models.ocr_geometry import DBParams, boxes_from_probability, quad_size, reading_order
 from worker.models.outputs import TextBox
 from worker.models.registry import register
@@ -51,8 +52,10 @@ def detection_input(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     shrinking = h * w < pixels.shape[0] * pixels.shape[1]
     resized = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    bgr = resized[:, :, ::-1].astype(np.float32)
-    return ((bgr - _MEAN) * _INV_STD).transpose(2, 0, 1)
+    blob = nchw_float32(resized[None], bgr=True)[0]  # in place below: one allocation (see blobs.py)
+    blob -= _MEAN.reshape(3, 1, 1)
+    blob *= _INV_STD.reshape(3, 1, 1)
+    return blob
 
 
 @register("ppocr")
