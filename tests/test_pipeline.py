@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -165,3 +166,50 @@ def test_model_cache_unloads_idle_models(fake_models: Path) -> None:
     assert cache.evict_idle() == [("facial-recognition", "detection", "fake")]
     assert not det.loaded
     assert cache.loaded() == [("facial-recognition", "recognition", "fake")]
+
+
+PREPARED: list[tuple[str, str]] = []  # (thread name, what was made)
+
+
+class PreparingDetector(FakeDetector):
+    """Derives a 'canvas' per image in ``prepare``; fails to for images 200 px wide."""
+
+    prepares: ClassVar[bool] = True
+
+    def prepare(self, image: DecodedImage, options: Mapping[str, Any]) -> None:
+        if image.width == 200:
+            raise RuntimeError("prepare failed")
+        image.derive(("canvas", options["minScore"]), self._canvas)
+
+    def _canvas(self, pixels: np.ndarray) -> np.ndarray:
+        PREPARED.append((threading.current_thread().name, f"{pixels.shape[1]}"))
+        return pixels[::2, ::2]
+
+    def run_chunk(
+        self, images: Sequence[DecodedImage], upstream: Mapping[StepKey, Sequence[Any]], options: Mapping[str, Any]
+    ) -> list[Any]:
+        for image in images:
+            image.derive(("canvas", options["minScore"]), self._canvas)
+        return super().run_chunk(images, upstream, options)
+
+
+register("fake-prepare")(PreparingDetector)
+register("fake-prepare")(FakeRecognizer)
+
+
+def test_decode_threads_prepare_model_inputs_and_a_failed_prepare_loses_nothing(
+    fake_models: Path, tmp_path: Path
+) -> None:
+    (fake_models / "facial-recognition" / "fake" / "assetq.json").write_text(json.dumps({"family": "fake-prepare"}))
+    PREPARED.clear()
+    for name, width in (("a", 300), ("b", 200)):
+        (tmp_path / f"{name}.png").write_bytes(png(width, 50))
+    assets = [{"id": n, "uri": (tmp_path / f"{n}.png").as_uri()} for n in ("a", "b")]
+    results = pipeline(fake_models, tmp_path).process("B", assets, TASKS)
+    assert [r["status"] for r in results] == ["ok", "ok"]
+    assert [len(r["faces"]) for r in results] == [1, 1]
+    # a's canvas was made once, in a decode thread; b's prepare failed, so the step made it itself.
+    made_in = {what: thread for thread, what in PREPARED}
+    assert len(PREPARED) == 2
+    assert made_in["300"].startswith("assetq-decode")
+    assert made_in["200"] == threading.current_thread().name

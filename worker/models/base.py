@@ -185,6 +185,19 @@ class InferenceModel(ABC):
     def warmup(self) -> None:
         """Run one dummy batch so the first real request pays no setup cost."""
 
+    # Set by models whose ``prepare`` does something, so the pipeline skips the rest.
+    prepares: ClassVar[bool] = False
+
+    def prepare(self, image: DecodedImage, options: Mapping[str, Any]) -> None:
+        """Per-image input work that can run ahead of ``run_chunk``, in a decode thread.
+
+        A model that resizes or crops each image for its input does it here
+        through ``image.derive``, so that ``run_chunk`` (which makes the same
+        call) finds it done. Must not touch the session: the model may be
+        unloaded meanwhile. The default does nothing.
+        """
+        return None
+
     @abstractmethod
     def run_chunk(
         self,

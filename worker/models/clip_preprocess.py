@@ -174,7 +174,12 @@ def preprocess(pixels: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
 
 def preprocess_batch(images: Sequence[np.ndarray], cfg: PreprocessConfig) -> np.ndarray:
     """RGB images of any sizes -> one (N, 3, H, W) float32 batch."""
-    batch = np.empty((len(images), 3, *cfg.size), dtype=np.float32)
-    for i, pixels in enumerate(images):
-        batch[i] = preprocess(pixels, cfg)
+    return normalise_batch([resize_and_crop(pixels, cfg) for pixels in images], cfg)
+
+
+def normalise_batch(crops: Sequence[np.ndarray], cfg: PreprocessConfig) -> np.ndarray:
+    """Crops from ``resize_and_crop`` -> one (N, 3, H, W) float32 batch."""
+    batch = np.empty((len(crops), 3, *cfg.size), dtype=np.float32)
+    for i, crop in enumerate(crops):
+        batch[i] = normalise(crop, cfg)
     return batch

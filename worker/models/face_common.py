@@ -60,6 +60,11 @@ def letterbox(pixels: np.ndarray, size: int) -> Letterbox:
     return Letterbox(canvas, new_w / width, new_h / height)
 
 
+def _letterboxed(image: DecodedImage, size: int) -> Letterbox:
+    """``image`` letterboxed to ``size``, made once per image and size (see ``DecodedImage.derive``)."""
+    return image.derive(("face.letterbox", size), lambda pixels: letterbox(pixels, size))
+
+
 def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     """IoU of one ``(4,)`` x1,y1,x2,y2 box with each row of ``others`` ``(N, 4)``."""
     ix1 = np.maximum(box[0], others[:, 0])
@@ -114,6 +119,8 @@ class FaceDetector(InferenceModel):
     type: ClassVar[str] = "detection"
     depends_on: ClassVar[tuple[StepKey, ...]] = ()
     nms_threshold: ClassVar[float]
+    # The letterbox resize runs in the decode threads.
+    prepares: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -159,16 +166,23 @@ class FaceDetector(InferenceModel):
     ) -> list[list[FaceBox]]:
         min_score = float(options.get("minScore", DEFAULT_MIN_SCORE))
         self.load()  # a model file with a fixed input shape overrides the options
-        size = self._fixed_size or _check_input_size(int(options.get("inputSize", self.input_size)))
+        size = self._canvas_size(options)
         max_batch = self._fixed_batch or int(options.get("_maxBatch", self.max_batch))
         results: list[list[FaceBox]] = []
         for part in batches(len(images), max_batch):
-            boxed = [letterbox(image.pixels, size) for image in images[part]]
+            boxed = [_letterboxed(image, size) for image in images[part]]
             outputs = self.predict(self._blob(np.stack([b.canvas for b in boxed])))
             for index, (image, fitted) in enumerate(zip(images[part], boxed, strict=True)):
                 raw = self._decode(outputs, index, size, min_score)
                 results.append(self._to_faces(raw, fitted, image))
         return results
+
+    def prepare(self, image: DecodedImage, options: Mapping[str, Any]) -> None:
+        if self.loaded:  # a fixed input size is known once loaded
+            _letterboxed(image, self._canvas_size(options))
+
+    def _canvas_size(self, options: Mapping[str, Any]) -> int:
+        return self._fixed_size or _check_input_size(int(options.get("inputSize", self.input_size)))
 
     def _to_faces(self, raw: RawDetections, fitted: Letterbox, image: DecodedImage) -> list[FaceBox]:
         keep = nms(raw.boxes, raw.scores, self.nms_threshold)

@@ -49,9 +49,18 @@ def network_size(height: int, width: int, max_resolution: int) -> tuple[int, int
 
 def detection_input(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(3, H, W) float32 network input from RGB ``pixels`` resized to ``size``."""
+    return detection_blob(resized_for_detection(pixels, size))
+
+
+def resized_for_detection(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """RGB ``pixels`` resized to ``size`` (height, width), area-averaged when shrinking."""
     h, w = size
     shrinking = h * w < pixels.shape[0] * pixels.shape[1]
-    resized = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return cv2.resize(pixels, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def detection_blob(resized: np.ndarray) -> np.ndarray:
+    """(3, H, W) float32: BGR, ImageNet mean and std, from already resized RGB pixels."""
     blob = nchw_float32(resized[None], bgr=True)[0]  # in place below: one allocation (see blobs.py)
     blob -= _MEAN.reshape(3, 1, 1)
     blob *= _INV_STD.reshape(3, 1, 1)
@@ -74,6 +83,8 @@ class PPOCRTextDetector(InferenceModel):
     # maps bit-identical on real images (benchmarks/ocr_bench.py); it was ~3x faster on the CPU
     # in shared/MODELS.md, and made no measurable difference on an AMD EPYC.
     flush_denormals: ClassVar[bool] = True
+    # The resize to the network's size runs in the decode threads.
+    prepares: ClassVar[bool] = True
 
     def warmup(self) -> None:
         self.predict(np.zeros((1, 3, 64, 64), dtype=np.float32))
@@ -84,26 +95,29 @@ class PPOCRTextDetector(InferenceModel):
         upstream: Mapping[StepKey, Sequence[Any]],
         options: Mapping[str, Any],
     ) -> list[list[TextBox]]:
-        max_resolution = int(options.get("maxResolution", DEFAULT_MAX_RESOLUTION))
-        if max_resolution < 32:
-            raise ValueError(f"maxResolution must be at least 32, got {max_resolution}")
+        max_resolution = _max_resolution(options)
         params = DBParams(box_threshold=float(options.get("minScore", DEFAULT_MIN_SCORE)))
         max_batch = max(1, int(options.get("_maxBatch", DEFAULT_MAX_BATCH)))
 
         results: list[list[TextBox]] = [[] for _ in images]
         by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, image in enumerate(images):
-            h, w = image.pixels.shape[:2]
-            if min(image.width, image.height) >= MIN_IMAGE_SIDE and min(h, w) > 0:
-                by_shape[network_size(h, w, max_resolution)].append(i)
+            size = _network_size_of(image, max_resolution)
+            if size is not None:
+                by_shape[size].append(i)
         for size, members in by_shape.items():
             for start in range(0, len(members), max_batch):
                 group = members[start : start + max_batch]
-                batch = np.stack([detection_input(images[i].pixels, size) for i in group])
+                batch = np.stack([detection_blob(_resized(images[i], size)) for i in group])
                 maps = self.predict(batch)[0]
                 for i, prob in zip(group, maps, strict=True):
                     results[i] = self._boxes(prob[0], images[i], params)
         return results
+
+    def prepare(self, image: DecodedImage, options: Mapping[str, Any]) -> None:
+        size = _network_size_of(image, _max_resolution(options))
+        if size is not None:
+            _resized(image, size)
 
     @staticmethod
     def _boxes(prob: np.ndarray, image: DecodedImage, params: DBParams) -> list[TextBox]:
@@ -113,3 +127,23 @@ class PPOCRTextDetector(InferenceModel):
         return [
             TextBox(quad=tuple((float(x), float(y)) for x, y in kept[i][0]), score=float(kept[i][1])) for i in order
         ]
+
+
+def _max_resolution(options: Mapping[str, Any]) -> int:
+    max_resolution = int(options.get("maxResolution", DEFAULT_MAX_RESOLUTION))
+    if max_resolution < 32:
+        raise ValueError(f"maxResolution must be at least 32, got {max_resolution}")
+    return max_resolution
+
+
+def _network_size_of(image: DecodedImage, max_resolution: int) -> tuple[int, int] | None:
+    """The detector's input size for ``image``, or None for an image too small to hold text."""
+    h, w = image.pixels.shape[:2]
+    if min(image.width, image.height) < MIN_IMAGE_SIDE or min(h, w) == 0:
+        return None
+    return network_size(h, w, max_resolution)
+
+
+def _resized(image: DecodedImage, size: tuple[int, int]) -> np.ndarray:
+    """``image`` resized for the detector, made once per image and size (see ``DecodedImage.derive``)."""
+    return image.derive(("ocr.detection", size), lambda pixels: resized_for_detection(pixels, size))

@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from worker.pipeline.errors import AssetError, TransientError
+
+T = TypeVar("T")
 
 # Never let Pillow fill a truncated file with grey: a truncated image is skipped.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -71,6 +75,21 @@ class DecodedImage:
     pixels: np.ndarray  # (H, W, 3) uint8, RGB, C-contiguous
     width: int
     height: int
+    # Model inputs derived from ``pixels`` (a resize, a crop), by key; see ``derive``.
+    derived: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def derive(self, key: Hashable, make: Callable[[np.ndarray], T]) -> T:
+        """``make(pixels)``, computed once per ``key`` and kept with the image.
+
+        A model's resize for its own input (CLIP's crop, a detector's canvas)
+        goes through here with a key naming everything it depends on. The
+        pipeline asks for them in the decode threads (``InferenceModel.prepare``),
+        ahead of and in parallel with inference; the model's own call then finds
+        them made. Values must not be modified by their users.
+        """
+        if key not in self.derived:
+            self.derived[key] = make(self.pixels)
+        return cast(T, self.derived[key])
 
     @property
     def scale(self) -> float:

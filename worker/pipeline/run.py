@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -116,7 +116,9 @@ class Pipeline:
         """
         limit = self.limits.asset_time_limit_s
         min_side = decode_min_side(plan, self.limits)
-        for outcome in self._pool.map(partial(self._fetch_decode, min_side=min_side), list(assets), limit):
+        preparers = self._preparers(plan)
+        fetch_decode = partial(self._fetch_decode, min_side=min_side, preparers=preparers)
+        for outcome in self._pool.map(fetch_decode, list(assets), limit):
             if isinstance(outcome, TimeoutError):
                 yield AssetError("timeout", f"fetch+decode took longer than {limit}s")
             elif isinstance(outcome, AssetError | TransientError):
@@ -126,11 +128,29 @@ class Pipeline:
             else:
                 yield outcome
 
-    def _fetch_decode(self, asset: dict[str, Any], min_side: int = 0) -> tuple[DecodedImage, float]:
+    def _preparers(self, plan: Sequence[Step]) -> list[Callable[[DecodedImage], None]]:
+        """``model.prepare`` of each step that has one, with the step's options bound."""
+        out: list[Callable[[DecodedImage], None]] = []
+        for step in plan:
+            model = self.cache.get(step.task, step.type, step.model_name)
+            if model.prepares:
+                out.append(partial(model.prepare, options=step.options))
+        return out
+
+    def _fetch_decode(
+        self, asset: dict[str, Any], min_side: int = 0, preparers: Sequence[Callable[[DecodedImage], None]] = ()
+    ) -> tuple[DecodedImage, float]:
         t0 = time.perf_counter()
         data = self.fetcher.fetch(asset)
         img = decode_image(data, self.limits.max_pixels, min_side, max_side=self.limits.max_side)
-        return img, (time.perf_counter() - t0) * 1000
+        decode_ms = (time.perf_counter() - t0) * 1000
+        for prepare in preparers:
+            # Only a head start: whatever fails here is done again, and reported, by the step itself.
+            try:
+                prepare(img)
+            except Exception:
+                log.debug("prepare failed; the step will do it", exc_info=True)
+        return img, decode_ms
 
     def run_models(
         self,
