@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     # --- worker behaviour -------------------------------------------------------
     queue: str = Field("assetq", description="Queue producers send to and every worker consumes.")
     gpu_queue: str = Field("gpu", description="Extra queue GPU-pinned workers also consume (for GPU-only jobs).")
-    concurrency: int = Field(1, description="Worker pool processes per device.")
+    concurrency: int = Field(1, ge=1, description="Worker pool processes per device; `assetq run`'s processes.")
     soft_time_limit_s: int = Field(600, description="Soft time limit per chunk task.")
     time_limit_s: int = Field(660, description="Hard time limit per chunk task (kills the pool child).")
     visibility_timeout_s: int = Field(3600, description="Redis visibility timeout; must exceed time_limit_s.")

@@ -77,6 +77,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     from worker.local import run_local, write_outputs
 
     settings = _settings()
+    if a.concurrency is not None:
+        settings = settings.model_copy(update={"concurrency": max(1, a.concurrency)})
     catalog = scan_model_dir(settings.model_dir)
     tasks = _tasks_from_spec_file(a.spec) or default_tasks(catalog)
     if not tasks:
@@ -444,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("paths", nargs="+")
     r.add_argument("--out", required=True, help="directory for results.jsonl and summary.json")
     r.add_argument("--spec", help="JSON file with a tasks block (default: every installed task)")
+    r.add_argument(
+        "--concurrency", type=int, default=None, help="processes sharing the chunks (default ASSETQ_CONCURRENCY)"
+    )
     r.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("submit", help="validate and enqueue a batch into Redis")

@@ -9,10 +9,11 @@ from typing import Any
 from config import Settings
 from producer.output import write_outputs
 from producer.spec import new_batch_id
+from worker.local_processes import ProcessPool
 from worker.pipeline.run import Decoded
 from worker.runtime import Runtime, build_runtime
 
-__all__ = ["run_local", "summarize", "write_outputs"]
+__all__ = ["ProcessPool", "run_local", "summarize", "write_outputs"]
 
 
 def summarize(results: list[dict[str, Any]], wall_s: float, batch_id: str) -> dict[str, Any]:
@@ -35,23 +36,44 @@ def run_local(
     settings: Settings,
     progress: Callable[[int], None] | None = None,
     batch_id: str | None = None,
-    runtime: Runtime | None = None,
+    runtime: Runtime | ProcessPool | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Process ``assets`` chunk by chunk; decoding of the next chunk overlaps inference of this one.
+    """Process ``assets`` chunk by chunk; results in asset order, and a summary.
 
     Models are loaded and warmed before the clock starts, so ``images_per_s``
-    is the steady rate. ``runtime``: reuse warm sessions across calls (the
-    benchmarks do); it is left open. Without it one is built and closed here.
+    is the steady rate. In one process, decoding of the next chunk overlaps
+    inference of this one. With ``settings.concurrency`` > 1 the chunks are
+    shared among that many processes (``worker.local_processes``).
+
+    ``runtime``: warm sessions to reuse across calls (the benchmarks do), a
+    ``Runtime`` for this process or a ``ProcessPool``; it is left open.
+    Without it, what is needed is built here and closed.
     """
+    bid = batch_id or new_batch_id()
+    if isinstance(runtime, ProcessPool):
+        return _run_in_pool(runtime, assets, tasks, settings, progress, bid)
+    processes = min(settings.concurrency, len(assets))
+    if runtime is None and processes > 1:
+        with ProcessPool(settings, tasks, processes) as pool:
+            return _run_in_pool(pool, assets, tasks, settings, progress, bid)
+    return _run_here(runtime, assets, tasks, settings, progress, bid)
+
+
+def _run_here(
+    runtime: Runtime | None,
+    assets: list[dict[str, Any]],
+    tasks: dict[str, Any],
+    settings: Settings,
+    progress: Callable[[int], None] | None,
+    bid: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from producer.spec import SpecError
     from worker.pipeline.graph import GraphError
     from worker.pipeline.run import plan_for
 
-    bid = batch_id or new_batch_id()
     rt = runtime or build_runtime(settings, local_paths_ok=True)
     pipeline = rt.pipeline
-    size = max(1, settings.chunk_size)
-    chunks = [assets[i : i + size] for i in range(0, len(assets), size)]
+    chunks = _chunks(assets, settings.chunk_size)
     results: list[dict[str, Any]] = []
     try:
         try:
@@ -73,6 +95,32 @@ def run_local(
         if runtime is None:
             pipeline.close()
     return results, summarize(results, time.perf_counter() - t0, bid)
+
+
+def _run_in_pool(
+    pool: ProcessPool,
+    assets: list[dict[str, Any]],
+    tasks: dict[str, Any],
+    settings: Settings,
+    progress: Callable[[int], None] | None,
+    bid: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    # Chunks no larger than an equal share, so that every process has work on a short run.
+    share = -(-len(assets) // pool.processes)
+    chunks = _chunks(assets, min(settings.chunk_size, share))
+    t0 = time.perf_counter()
+    done: dict[int, list[dict[str, Any]]] = {}
+    for index, out in pool.run(bid, chunks, tasks):
+        done[index] = out
+        if progress:
+            progress(len(chunks[index]))
+    results = [r for index in range(len(chunks)) for r in done[index]]
+    return results, summarize(results, time.perf_counter() - t0, bid)
+
+
+def _chunks(assets: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    size = max(1, size)
+    return [assets[i : i + size] for i in range(0, len(assets), size)]
 
 
 def _prefetched(
