@@ -105,6 +105,7 @@ class Run:
     measured: dict[str, Measured] = field(default_factory=dict)
     ratios: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    recorded_images: int = 0  # images the roofline's session recorder saw
 
     def say(self, text: str = "") -> None:
         print(text, flush=True)
@@ -134,24 +135,35 @@ def headline(run: Run, photos: list[Path], with_distributed: bool) -> tuple[Any,
     from benchmarks.distributed import Deployment
     from benchmarks.inprocess import InProcess, build_recorded_runtime
     from benchmarks.naive import NaiveRunner
+    from worker.local_processes import ProcessPool
     from worker.pipeline.run import plan_for
 
     env, sizes = run.env, run.sizes
     tasks = env.tasks()
     assets = file_assets(photos, sizes.repeat)
     paths = [p for _ in range(sizes.repeat) for p in photos]
+    # With several processes, chunks of at most an equal share, so that every process has work (as
+    # `assetq run` does); the producer of the distributed run is given the same chunk size.
+    pooled = run.concurrency > 1
+    chunk = min(run.chunk_size, -(-len(assets) // run.concurrency))
     deployment = None
     if with_distributed:
         progress("starting redis-server and one assetq worker")
         deployment = Deployment(
-            env.model_dir, [photos[0].parent], run.chunk_size, run.intra_op_threads, run.concurrency, env.work / "logs"
+            env.model_dir, [photos[0].parent], chunk, run.intra_op_threads, run.concurrency, env.work / "logs"
         ).start()
+    # `recorded`: one process whose sessions are recorded (shapes, time) for the roofline, and whose
+    # runtime the batching section uses. With --concurrency > 1 the timed `assetq run` path is a
+    # ProcessPool; the recorded process then makes one untimed pass with the same chunks afterwards.
     recorder = roofline.SessionRecorder()
     settings = run.settings()
-    inproc = InProcess(settings, build_recorded_runtime(settings, recorder))
-    progress("warming the in-process runtime")
-    inproc.run(assets[: max(2, run.chunk_size)], tasks)
-    naive = NaiveRunner(env.model_dir, plan_for(tasks, inproc.runtime.cache))
+    recorded_settings = run.settings(chunk_size=chunk)
+    recorded = InProcess(recorded_settings, build_recorded_runtime(recorded_settings, recorder))
+    progress(f"starting the in-process runtime ({run.concurrency} process(es), models warm)")
+    inproc = InProcess(settings, ProcessPool(settings, tasks, run.concurrency)) if pooled else recorded
+    for runner in {id(r): r for r in (inproc, recorded)}.values():
+        runner.run(assets[: max(2, run.chunk_size)], tasks)
+    naive = NaiveRunner(env.model_dir, plan_for(tasks, recorded.runtime.cache))
     naive.warm(photos[0])
     producer = None
     if deployment is not None:
@@ -193,7 +205,14 @@ def headline(run: Run, photos: list[Path], with_distributed: bool) -> tuple[Any,
         )
     _print_headline(run, agreement.summary())
     naive.models.clear()
-    return inproc, recorder, deployment
+    if pooled:
+        progress("one recorded pass in one process (roofline)")
+        recorded.run(assets, tasks)
+        inproc.close()
+        run.recorded_images = len(assets)
+    else:
+        run.recorded_images = len(assets) * sizes.rounds
+    return recorded, recorder, deployment
 
 
 def _keep_best(
@@ -225,7 +244,13 @@ def _print_headline(run: Run, agreement: str) -> None:
     run.say(
         "\nPer-step columns are ms per image. naive: each step's own full-size decode is in `decode` "
         "(5 decodes per image). assetq: `decode` runs in background threads, overlapped with inference "
-        "(it is not on the critical path); step times are each image's share of the chunk's batched step."
+        "(it is not on the critical path); step times are each image's share of the chunk's batched step"
+        + (
+            f", timed inside each of the {run.concurrency} processes that run side by side (so they add up to "
+            f"about {run.concurrency}x ms/image)."
+            if run.concurrency > 1
+            else "."
+        )
     )
     rounds = {k: ", ".join(f"{w:.1f}" for w in m.rounds_s) for k, m in run.measured.items()}
     run.say(f"Rounds (s, best kept): {rounds}")
@@ -238,12 +263,14 @@ def _print_headline(run: Run, agreement: str) -> None:
 def variants(run: Run, photos: list[Path]) -> None:
     """One session with 2 intra-op threads vs two chunks in flight with 1 thread each, and detection batch 1.
 
-    "Two in flight" is two worker pool processes (threads in one process share
-    the GIL for the Python parts of every step). Every configuration gets the
-    same chunks: the photo set in 4 chunks, so two processes have work to share.
+    "Two in flight" is two processes, in-process (``assetq run --concurrency 2``)
+    and as a worker's pool (threads in one process share the GIL for the Python
+    parts of every step). Every configuration gets the same chunks: the photo
+    set in 4 chunks, so two processes have work to share.
     """
     from benchmarks.distributed import Deployment
     from benchmarks.inprocess import InProcess, build_recorded_runtime
+    from worker.local_processes import ProcessPool
 
     tasks = run.env.tasks()
     assets = file_assets(photos)
@@ -260,6 +287,12 @@ def variants(run: Run, photos: list[Path]) -> None:
         runner = InProcess(settings, build_recorded_runtime(settings))
         runs[label] = partial(lambda r: r.run(assets, tasks)[0], runner)
         closers.append(runner.close)
+    progress("starting 2 in-process processes x 1 thread")
+    settings = run.settings(chunk_size=chunk, intra_op_threads=1, concurrency=2)
+    pool = InProcess(settings, ProcessPool(settings, tasks, 2))
+    label = "in-process, 2 processes x intra_op_threads=1 (assetq run --concurrency 2)"
+    runs[label] = lambda: pool.run(assets, tasks)[0]
+    closers.append(pool.close)
     progress("starting a worker with 2 pool processes x 1 thread")
     two = Deployment(run.env.model_dir, [photos[0].parent], chunk, 1, 2, run.env.work / "logs").start()
     try:
@@ -422,7 +455,7 @@ def roofline_section(run: Run, recorder: roofline.SessionRecorder) -> None:
     progress("measuring the GEMM peak")
     peak = roofline.gemm_peak()
     measured = run.measured["inprocess"]
-    images = measured.images * len(measured.rounds_s)
+    images = run.recorded_images
     flop_table = roofline.FlopTable()
     progress("counting FLOPs (symbolic shape inference per input shape)")
     flops = recorder.flops(flop_table)
@@ -446,8 +479,9 @@ def roofline_section(run: Run, recorder: roofline.SessionRecorder) -> None:
     shape, batch = dominant.commonest()
     cls_flush = _flush_of(dominant_path, run.env.model_dir)
     progress(f"sustained rate of {_model_label(dominant_path, run.env.model_dir)}")
+    # As many call streams as the pipeline runs (its processes), each with the configured threads.
     rate = roofline.sustained_rate(
-        dominant_path, shape, batch, runtime_options(run.settings()), cls_flush, 1, flop_table
+        dominant_path, shape, batch, runtime_options(run.settings()), cls_flush, run.concurrency, flop_table
     )
     floor_ms = total / (peak.peak * 1e9) * 1000
     run.say("\n## Roofline\n")
@@ -456,7 +490,10 @@ def roofline_section(run: Run, recorder: roofline.SessionRecorder) -> None:
         f"{peak.onnxruntime_gflops:.0f} GFLOP/s -> peak {peak.peak:.0f} GFLOP/s (best of 5, all cores)\n"
     )
     run.say(
-        table(["model (session)", "GFLOPs/image", "session ms/image", "GFLOP/s per call stream", "items/image"], rows)
+        table(
+            ["model (session)", "GFLOPs/image", "ms/image in 1 process", "GFLOP/s per call stream", "items/image"],
+            rows,
+        )
     )
     run.say(
         f"\nDominant model: {_model_label(dominant_path, run.env.model_dir)}, input {shape} at batch {batch}, "
@@ -471,13 +508,15 @@ def roofline_section(run: Run, recorder: roofline.SessionRecorder) -> None:
         "FLOPs count Conv/ConvTranspose/MatMul/Gemm (multiply-add = 2) at the shapes actually run, padding "
         "included; the CLIP text tower is not per image (class texts are embedded once per class set)."
     )
-    session_ms = sum(log.seconds for log in recorder.logs.values()) * 1000 / images
+    # Session time of one process, shared by the processes that run side by side.
+    session_ms = sum(log.seconds for log in recorder.logs.values()) * 1000 / images / run.concurrency
     ceiling = ratio(run.measured["naive"].ms_per_image, session_ms)
     run.say(
-        f"Inside onnxruntime (session.run) in-process: {session_ms:.0f} of {measured.ms_per_image:.0f} ms/image; "
-        f"the rest ({measured.ms_per_image - session_ms:.0f} ms) is decode waits, pre- and post-processing. "
-        f"Ceiling for in-process vs naive with the models' arithmetic unchanged (everything outside "
-        f"session.run free): naive ms/image / {session_ms:.0f} = {ceiling:.2f}x."
+        f"Inside onnxruntime (session.run) in-process: {session_ms:.0f} of {measured.ms_per_image:.0f} ms/image"
+        + (f" (one process's session time / {run.concurrency} processes)" if run.concurrency > 1 else "")
+        + f"; the rest is decode waits, pre- and post-processing. Ceiling for in-process vs naive with the "
+        f"models' arithmetic unchanged (everything outside session.run free): naive ms/image / {session_ms:.0f} "
+        f"= {ceiling:.2f}x."
     )
     run.notes.append(f"ceiling for inprocess_vs_naive, everything outside session.run free: {ceiling:.2f}")
     run.ratios["roofline_pct"] = 100 * rate / peak.peak
@@ -735,8 +774,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--wheel-cache", type=Path, default=None)
     p.add_argument("--clip", choices=("auto", "vit-b-32", "tiny", "none"), default="auto")
     p.add_argument("--chunk-size", type=int, default=defaults.chunk_size)
-    p.add_argument("--intra-op-threads", type=int, default=defaults.intra_op_threads)
-    p.add_argument("--concurrency", type=int, default=defaults.concurrency, help="worker pool processes")
+    # The CPU settings the harness's own "CPU settings" table measured best on 2 cores: one process
+    # per core with one onnxruntime thread each (up to 4 processes; more cores go to threads).
+    cpus = os.cpu_count() or 1
+    processes = min(cpus, 4)
+    p.add_argument("--concurrency", type=int, default=processes, help="processes (assetq run and worker pool)")
+    p.add_argument("--intra-op-threads", type=int, default=max(1, cpus // processes))
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--report", type=Path, default=None, help="also write the tables here (markdown)")
     return p.parse_args(argv)
@@ -766,9 +809,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(photos) * sizes.repeat} assets; faces and text in most (benchmarks/photos.py)."
     )
     run.say(
-        f"assetq settings: chunk_size={run.chunk_size}, intra_op_threads={run.intra_op_threads or 'default'}, "
-        f"worker pool processes (distributed) = {run.concurrency}; "
-        f"{sizes.rounds} interleaved round(s), best kept."
+        f"assetq settings: concurrency={run.concurrency} processes (assetq run's, and the worker's pool) x "
+        f"intra_op_threads={run.intra_op_threads or 'default'}, chunk_size={run.chunk_size} (at most an equal "
+        f"share per process); {sizes.rounds} interleaved round(s), best kept."
     )
     need_worker = bool(sections & {"headline", "enqueue", "memory", "loadtest"})
     inproc = recorder = deployment = None

@@ -7,6 +7,7 @@ from typing import Any
 
 from benchmarks.roofline import SessionRecorder
 from config.settings import Settings
+from worker.local_processes import ProcessPool
 from worker.models.cache import ModelCache
 from worker.pipeline.fetch import Fetcher
 from worker.pipeline.run import Pipeline
@@ -27,8 +28,10 @@ def build_recorded_runtime(settings: Settings, recorder: SessionRecorder | None 
 
 @dataclass
 class InProcess:
+    """``assetq run`` on warm sessions: a ``Runtime`` in this process, or a ``ProcessPool`` (``--concurrency``)."""
+
     settings: Settings
-    runtime: Runtime
+    runtime: Runtime | ProcessPool
 
     def run(self, assets: list[dict[str, Any]], tasks: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
         from worker.local import run_local
@@ -40,5 +43,8 @@ class InProcess:
         return float(summary["wall_s"]), results
 
     def close(self) -> None:
-        self.runtime.pipeline.close()
-        self.runtime.cache.clear()
+        if isinstance(self.runtime, ProcessPool):
+            self.runtime.close()
+        else:
+            self.runtime.pipeline.close()
+            self.runtime.cache.clear()
