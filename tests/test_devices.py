@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from worker.devices import parse_device, parse_devices, placement
 from worker.launch import celery_argv
-from worker.models.base import RuntimeOptions, choose_providers
+from worker.models.base import RuntimeOptions, choose_providers, onnxruntime_session
 
 CUDA_AND_CPU = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -64,3 +66,17 @@ def test_celery_argv_names_queues_and_node() -> None:
     argv = celery_argv(["gpu", "assetq"], "gpu0@h", 2, "prefork", "INFO", [])
     assert argv[argv.index("-Q") + 1] == "gpu,assetq"
     assert argv[argv.index("-n") + 1] == "gpu0@h"
+
+
+def test_real_session_options(model_dir: Path) -> None:
+    # No per-shape memory patterns (they grow with every new text-line or canvas shape);
+    # threads as configured; subnormals flushed only where the model allows it.
+    path = model_dir / "facial-recognition" / "buffalo_s" / "detection" / "model.onnx"
+    session = onnxruntime_session(path, RuntimeOptions(intra_op_threads=1), flush_denormals=True)
+    options = session.get_session_options()  # type: ignore[attr-defined]
+    assert options.enable_mem_pattern is False
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.set_denormal_as_zero") == "1"
+    plain = onnxruntime_session(path, RuntimeOptions(), flush_denormals=False).get_session_options()  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        plain.get_session_config_entry("session.set_denormal_as_zero")
