@@ -221,6 +221,40 @@ def test_redis_restart_mid_batch(aof_scene: Scene) -> None:
     assert scene.wait(p, second, 60)["ok"] == sum(1 for a in small["assets"] if a["id"] in scene.photos.good)
 
 
+@pytest.mark.parametrize("refusal", ["out-of-memory", "read-only"])
+def test_redis_refusing_writes_mid_batch(scene: Scene, refusal: str) -> None:
+    """Redis answers reads but refuses writes: maxmemory under noeviction, or a replica left read-only.
+
+    kombu takes a message off the queue before recording it as unacknowledged; without
+    worker/broker.py that record failed, the worker stopped and the message was lost.
+    """
+    env = scene.env(fault_delay_s=0.3)
+    w = scene.worker(env)
+    p = producer_for(env)
+    batch = p.submit(scene.spec())
+    wait_until(lambda: done(p, batch) >= 9, 60, "the first results")
+    admin = redis.Redis.from_url(scene.redis.url)
+    if refusal == "out-of-memory":
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory", str(used // 2))
+    else:
+        admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # a master that never answers: stays read-only
+    try:
+        before = done(p, batch)
+        time.sleep(8)  # deliveries, result writes, acks and hand-backs all meet the refusal
+        frozen = done(p, batch)
+    finally:
+        admin.config_set("maxmemory", "0")
+        admin.execute_command("REPLICAOF", "NO", "ONE")
+    scene.wait(p, batch, 120)
+
+    assert w.proc is not None and w.proc.poll() is None, w.tail()  # the worker rode it out
+    assert frozen <= before + CHUNK  # nothing could be recorded meanwhile (but the chunk already written)
+    log = w.log.read_text()
+    assert "Redis refuses writes" in log and "Unrecoverable error" not in log
+    scene.check(p, batch, max_processed=3)
+
+
 # --- 3. S3 unavailable mid-batch: ridden out by retries, or dead-lettered and replayed ----------
 
 

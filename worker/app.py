@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery, signals
 
 from config import Settings, get_settings
+from worker.broker import transport_for
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def celery_config(s: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": s.broker,
+        # kombu's Redis transport, waiting out refused writes instead of dropping a message (broker.py).
+        "broker_transport": transport_for(s.broker),
         "result_backend": None,  # results go to assetq's own store, not Celery's backend
         "task_ignore_result": True,
         "task_serializer": "json",

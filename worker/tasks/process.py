@@ -19,14 +19,17 @@ Every delivery ends in exactly one of these, so no asset is left pending:
   the asset that kills workers is isolated, and a one-asset chunk is
   dead-lettered as ``poison`` instead of looping.
 
-While Redis itself is unreachable nothing can be recorded, so the task waits
-for it (backoff with jitter, up to its soft time limit) rather than fail; if
-it still cannot record an outcome it leaves the message to be delivered again.
+While Redis itself is unreachable, or refuses writes (out of memory, a
+read-only replica), nothing can be recorded, so the task waits for it (backoff
+with jitter, up to its soft time limit) rather than fail; if it still cannot
+record an outcome it leaves the message to be delivered again (and the broker
+transport, ``worker/broker.py``, waits until Redis takes it back).
 Results are keyed by (batch, asset), so running a chunk twice never counts twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -42,6 +45,7 @@ from kombu.exceptions import OperationalError
 from producer.client import PROCESS_CHUNK
 from producer.metrics import record_chunk
 from worker.app import app, get_runtime
+from worker.broker import WRITE_REFUSED
 from worker.pipeline.errors import TransientError
 from worker.sinks import write_all
 from worker.tasks import deliveries as dl
@@ -57,6 +61,8 @@ REDIS_WAIT_MAX_S = 5.0
 # Pause before handing back a message no outcome could be recorded for, so a Redis that
 # refuses writes (out of memory, read-only replica) is not hammered by instant redeliveries.
 REQUEUE_PAUSE_S = 1.0
+# Share of the soft time limit a task spends waiting for Redis before it hands its message back.
+REDIS_WAIT_SHARE = 0.8
 
 
 def backoff_s(retries: int, base_s: float, cap_s: float) -> float:
@@ -76,8 +82,9 @@ def retry_budget_s(max_retries: int, base_s: float, cap_s: float) -> tuple[float
 
 
 def redis_down(e: BaseException) -> bool:
-    """Redis (the broker and the result store) unreachable, directly or behind a sink's TransientError."""
-    down = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+    """Redis (the broker and the result store) unreachable or refusing writes (out of memory, read-only),
+    directly or behind a sink's TransientError: all are waited out the same way."""
+    down = (redis.ConnectionError, redis.TimeoutError, OperationalError, *WRITE_REFUSED)
     return isinstance(e, down) or (isinstance(e, TransientError) and isinstance(e.__cause__, down))
 
 
@@ -93,7 +100,7 @@ def when_redis_answers(call: Callable[[], T], deadline: float) -> T:
             delay = backoff_s(tries, REDIS_WAIT_FIRST_S, REDIS_WAIT_MAX_S)
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("Redis unreachable (%s); trying again in %.1fs", e, delay)
+            log.warning("Redis unreachable or refusing writes (%s); trying again in %.1fs", e, delay)
             time.sleep(delay)
             tries += 1
 
@@ -122,14 +129,19 @@ def process_chunk(self: Task, payload: Any = None, *args: Any, **kwargs: Any) ->
         # Nothing could be recorded (Redis still down at the soft time limit, say): acking
         # would lose the chunk, so hand the message back. Its delivery count still bounds it.
         log.exception("no outcome recorded for this delivery; requeueing it")
-        time.sleep(REQUEUE_PAUSE_S)
+        # The soft time limit may fire during this pause: a task that failed is acked, so
+        # it must not escape and turn the hand-back into a loss.
+        with contextlib.suppress(SoftTimeLimitExceeded):
+            time.sleep(REQUEUE_PAUSE_S)
         raise Reject(f"no outcome recorded: {type(e).__name__}: {e}", requeue=True) from e
 
 
 def _process(self: Task, payload: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     rt = get_runtime()
     s = rt.settings
-    deadline = time.monotonic() + s.soft_time_limit_s
+    # Stop waiting for Redis a little before the soft time limit, so that giving up (handing the
+    # message back) happens before the limit's exception can interrupt it.
+    deadline = time.monotonic() + s.soft_time_limit_s * REDIS_WAIT_SHARE
 
     def redis_call(call: Callable[[], T]) -> T:
         return when_redis_answers(call, deadline)
@@ -156,6 +168,8 @@ def _process(self: Task, payload: Any, args: tuple[Any, ...], kwargs: dict[str, 
     except (TransientError, SoftTimeLimitExceeded) as e:
         return _retry_or_give_up(self, payload, e, redis_call)
     except Exception as e:
+        if redis_down(e):
+            raise  # not the chunk's fault, and nothing can be recorded: process_chunk hands it back
         log.exception("chunk %s failed unexpectedly; dead-lettering it", chunk_id)
         first = redis_call(lambda: dl.first_failed_at(rt.redis, chunk_id))
         message = f"{type(e).__name__}: {e}"

@@ -1,0 +1,38 @@
+"""The broker transport's wait for a Redis that refuses writes (worker/broker.py); end to end in test_faults.py."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from config import Settings
+from worker.app import celery_config
+from worker.broker import TRANSPORT, transport_for, until_accepted
+
+
+def test_refused_writes_are_retried_until_accepted() -> None:
+    refusals = [redis.exceptions.OutOfMemoryError("OOM"), redis.exceptions.ReadOnlyError("READONLY")]
+    pauses: list[float] = []
+
+    def write() -> str:
+        if refusals:
+            raise refusals.pop(0)
+        return "written"
+
+    assert until_accepted(write, "testing", sleep=pauses.append) == "written"
+    assert len(pauses) == 2 and pauses[1] > 0  # backed off between attempts
+
+
+def test_other_errors_pass_through_at_once() -> None:
+    def write() -> None:
+        raise redis.exceptions.ResponseError("WRONGTYPE")
+
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        until_accepted(write, "testing", sleep=lambda s: pytest.fail("must not wait"))
+
+
+def test_only_redis_brokers_get_the_transport() -> None:
+    assert transport_for("redis://127.0.0.1:6379/0") == TRANSPORT
+    assert transport_for("rediss://cache.example:6380/1") == TRANSPORT
+    assert transport_for("amqp://guest@localhost//") is None
+    assert celery_config(Settings(redis_url="redis://127.0.0.1:6379/3"))["broker_transport"] == TRANSPORT
