@@ -363,6 +363,28 @@ def test_poison_task_is_isolated_and_dead_lettered_as_is_an_unexpected_error(sce
     assert w.proc is not None and w.proc.poll() is None, w.tail()
 
 
+def test_a_chunk_stuck_past_the_hard_time_limit_is_requeued_then_isolated(scene: Scene) -> None:
+    """Code that ignores the soft time limit (stuck in C) is killed at the hard limit; the message
+    comes back (acks_on_timeout=False), and the delivery count isolates and dead-letters the asset."""
+    photos = scene.photos
+    stuck = photos.good[10]
+    max_deliveries = 2
+    env = scene.env(fault_hang=stuck, soft_time_limit_s=2, time_limit_s=3, max_deliveries=max_deliveries)
+    w = scene.worker(env)
+    p = producer_for(env)
+    batch = p.submit(scene.spec())
+    scene.wait(p, batch, 150)
+
+    out = scene.check(p, batch, max_processed=1, may_fail=True)
+    entry = p.store.dead_letters(batch)[out.dead_lettered[stuck]]
+    assert [a["id"] for a in entry["payload"]["assets"]] == [stuck] and entry["error"]["kind"] == "poison", entry
+    # hung (and killed at the hard limit) max_deliveries times in its chunk, then as often alone
+    assert int(p.redis.hget(CRASHES_KEY, stuck) or 0) == 2 * max_deliveries
+    assert {a for a, s in out.statuses.items() if s == "failed"} == {stuck}
+    assert "Hard time limit (3" in w.log.read_text()
+    assert w.proc is not None and w.proc.poll() is None, w.tail()
+
+
 # --- 5. two workers on one queue, one of them killed again and again ------------------------------
 
 

@@ -14,6 +14,9 @@ delivery, like a real crash in a decoder or a model would.
   after the results of a chunk containing this asset were written, once.
 * ``ASSETQ_FAULT_DELAY_S=<seconds>``: sleep this long before processing each
   chunk, giving a test a window to kill a worker mid-task.
+* ``ASSETQ_FAULT_HANG=<asset id>``: hang in every chunk containing this asset
+  the way code stuck in C does: deaf to the soft time limit (its signal blocked),
+  so only the hard time limit ends it.
 
 Each crash adds one to ``assetq:fault:crashes`` (hash, asset id -> n) first.
 """
@@ -23,7 +26,13 @@ from __future__ import annotations
 import os
 import time
 
-HOOKS = ("ASSETQ_FAULT_POISON", "ASSETQ_FAULT_RAISE", "ASSETQ_FAULT_CRASH_AFTER_WRITE", "ASSETQ_FAULT_DELAY_S")
+HOOKS = (
+    "ASSETQ_FAULT_POISON",
+    "ASSETQ_FAULT_RAISE",
+    "ASSETQ_FAULT_CRASH_AFTER_WRITE",
+    "ASSETQ_FAULT_DELAY_S",
+    "ASSETQ_FAULT_HANG",
+)
 CRASHES_KEY = "assetq:fault:crashes"
 ONCE_KEY = "assetq:fault:once:"
 
@@ -35,6 +44,17 @@ def _crash(asset_id: str) -> None:
 
     redis.Redis.from_url(os.environ["ASSETQ_REDIS_URL"]).hincrby(CRASHES_KEY, asset_id, 1)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _hang(asset_id: str) -> None:
+    import signal
+
+    import redis
+
+    redis.Redis.from_url(os.environ["ASSETQ_REDIS_URL"]).hincrby(CRASHES_KEY, asset_id, 1)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # billiard's soft time limit signal
+    while True:
+        time.sleep(60)
 
 
 def _first_time(asset_id: str) -> bool:
@@ -53,6 +73,7 @@ def _patch_pool_child(**_: object) -> None:
     broken = os.environ.get("ASSETQ_FAULT_RAISE")
     after_write = os.environ.get("ASSETQ_FAULT_CRASH_AFTER_WRITE")
     delay = float(os.environ.get("ASSETQ_FAULT_DELAY_S") or 0)
+    hang = os.environ.get("ASSETQ_FAULT_HANG")
     process, write = Pipeline.process, RedisSink.write
 
     def faulty_process(self: Pipeline, batch_id: str, assets: Any, tasks: Any) -> Any:
@@ -61,6 +82,8 @@ def _patch_pool_child(**_: object) -> None:
             _crash(poison)
         if broken and broken in ids:
             raise RuntimeError(f"injected failure processing {broken}")
+        if hang and hang in ids:
+            _hang(hang)
         if delay:
             time.sleep(delay)
         return process(self, batch_id, assets, tasks)
