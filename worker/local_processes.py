@@ -19,16 +19,21 @@ import multiprocessing
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config import Settings
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Barrier
+
+    from worker.runtime import Runtime
 
 # How long starting the processes (imports, model loads, warm-up) may take.
 READY_TIMEOUT_S = 600.0
 
-# The runtime of this process, when it is one of the pool's (set by _start).
-_runtime: Any = None
-_ready: Any = None
+# The runtime of this process, when it is one of the pool's, and the pool's start barrier (set by _start).
+_runtime: Runtime | None = None
+_ready: Barrier | None = None
 
 
 class ProcessPool:
@@ -74,7 +79,7 @@ class ProcessPool:
         self.close()
 
 
-def _start(settings: Settings, tasks: dict[str, Any], barrier: Any) -> None:
+def _start(settings: Settings, tasks: dict[str, Any], barrier: Barrier) -> None:
     """Pool process initializer: build the runtime and warm the job's models."""
     global _runtime, _ready
     from producer.spec import SpecError
@@ -89,10 +94,11 @@ def _start(settings: Settings, tasks: dict[str, Any], barrier: Any) -> None:
 
 
 def _wait_ready() -> int:
+    assert _ready is not None, "not a pool process"
     _ready.wait(timeout=READY_TIMEOUT_S)
     return os.getpid()
 
 
 def _process_chunk(batch_id: str, chunk: list[dict[str, Any]], tasks: dict[str, Any]) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = _runtime.pipeline.process(batch_id, chunk, tasks)
-    return results
+    assert _runtime is not None, "not a pool process"
+    return _runtime.pipeline.process(batch_id, chunk, tasks)
