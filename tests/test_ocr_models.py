@@ -204,3 +204,34 @@ def test_orientation_needs_a_pack_with_a_classifier(ocr_model_dir: Path) -> None
     orientation = PPOCRTextOrientation(V6, ocr_model_dir, RUNTIME)
     with pytest.raises(ModelNotInstalled, match="PP-OCRv5_mobile"):
         orientation.load()
+
+
+def test_text_turned_on_its_side_is_read(
+    ocr_model_dir: Path, detector: PPOCRTextDetector, recognizer: PPOCRTextRecognizer, fonts: dict[str, Path | None]
+) -> None:
+    """A single line turned 90°, as on a book spine: the tall crop is turned upright before reading.
+
+    Top-to-bottom text (turned clockwise, the English spine) reads as it is; bottom-to-top text
+    comes out upside down from that turn, and the orientation step puts it right.
+    """
+    from PIL import Image
+
+    line = ocr_data.SENTENCES[0]
+    flat = Image.fromarray(ocr_data.render_lines([line], fonts[ocr_data.DEFAULT_FONT], 28).pixels)
+    down = DecodedImage.from_array(np.asarray(flat.transpose(Image.Transpose.ROTATE_270)))  # top to bottom
+    up = DecodedImage.from_array(np.asarray(flat.transpose(Image.Transpose.ROTATE_90)))  # bottom to top
+    images = [down, up]
+    boxes = detector.run_chunk(images, {}, {})
+    assert [len(b) for b in boxes] == [1, 1]
+    for image, (box,) in zip(images, boxes, strict=True):
+        xs, ys = zip(*box.quad, strict=True)
+        assert max(ys) - min(ys) > 3 * (max(xs) - min(xs))  # found as one tall box
+        assert image.height > image.width
+
+    read = recognizer.run_chunk(images, {DETECTION: boxes}, {"minScore": 0.0})
+    assert [ln.text for ln in read[0]] == [line]
+    assert [ln.text for ln in read[1]] != [line]  # upside down without the orientation step
+    flags = PPOCRTextOrientation(V5, ocr_model_dir, RUNTIME).run_chunk(images, {DETECTION: boxes}, {})
+    assert flags == [[False], [True]]
+    read = recognizer.run_chunk(images, {DETECTION: boxes, ORIENTATION: flags}, {})
+    assert [ln.text for ln in read[1]] == [line]
