@@ -1,6 +1,6 @@
 """assetq's benchmark harness: ``python -m benchmarks`` (``make bench``).
 
-    .venv/bin/python -m benchmarks                 # the full harness (~12 min on a quiet 2-core machine)
+    .venv/bin/python -m benchmarks                 # the full harness (~9 min on a 2-core machine)
     .venv/bin/python -m benchmarks --quick         # a smaller run (~3 min)
     .venv/bin/python -m benchmarks --sections headline,batching,roofline
 
@@ -88,7 +88,7 @@ class Sizes:
 
 
 FULL = Sizes(False, 2, 3, 5, (1, 4, 16, 64), 64, (0, 1, 10, 50), 8, 10_000, 100, 2_000, 32, 4)
-QUICK = Sizes(True, 1, 1, 2, (1, 4, 16), 16, (0, 1, 10, 50), 2, 500, 20, 100, 8, 2)
+QUICK = Sizes(True, 2, 1, 2, (1, 4, 16), 16, (0, 1, 10, 50), 2, 500, 20, 100, 8, 2)
 MEMORY_MAX_SIDE = 480  # small photos: 2,000 of them fit the time budget
 
 
@@ -767,7 +767,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     defaults = Settings()
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="a smaller run (3 photos, fewer rounds and assets)")
+    p.add_argument("--quick", action="store_true", help="a smaller run (3 photos x 2, fewer rounds and assets)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {', '.join(SECTIONS)}")
     p.add_argument("--work", type=Path, default=Path(os.environ.get("ASSETQ_BENCH_DIR", "/tmp/assetq-bench")))
     p.add_argument("--model-dir", type=Path, default=defaults.model_dir, help="where assetq's packs are installed")
