@@ -335,72 +335,77 @@ def batching_section(run: Run, inproc: Any, photos: list[Path], all_photos: list
         side = decode_min_side(plan_for(tasks, runtime.cache), base)
         return [decode_image(p.read_bytes(), base.max_pixels, side) for p in paths]
 
-    def model_file(task: str, type_: str, name: str) -> tuple[Path, bool]:
-        cls = model_class(task, type_, name, env.model_dir)
-        return env.model_dir / task / name / type_ / "model.onnx", bool(cls.flush_denormals)
-
-    gains: list[batching.BatchGain] = []
-    faces_photo = next(p for p in all_photos if p.stem.startswith("players"))
-    face_tasks = env.tasks(ocr=False, clip=False)
-    # Batched at the raw model's batch size, so both gains are for the same batch; the photos are
-    # repeated (as distinct assets) so each timing covers several batches, not one noisy call.
-    one, many, n = batching.pipeline_gain(
-        runtime,
-        decoded([faces_photo] * 4, face_tasks),
-        face_tasks,
-        "facial-recognition.recognition",
-        lambda results: sum(len(r["faces"]) for r in results),
-        Limits(**{**base.__dict__, "face_batch_size": 1}),
-        Limits(**{**base.__dict__, "face_batch_size": batching.RAW_BATCH}),
-        rounds,
-    )
-    path, flush = model_file("facial-recognition", "recognition", "buffalo_s")
-    raw_one, raw_many = batching.raw_gain(path, (3, 112, 112), opts, flush, rounds)
-    gains.append(batching.BatchGain(f"face recognition ({faces_photo.stem} x4)", n, one, many, raw_one, raw_many))
-
-    text_photos = [p for p in all_photos if p.stem.startswith(("page", "eurotext", "players_8"))][:2] or photos[:1]
-    text_tasks = env.tasks(faces=False, clip=False)
-    text_tasks["ocr"]["recognition"]["options"] = {"minScore": 0.0}  # count every line read
-    one, many, n = batching.pipeline_gain(
-        runtime,
-        decoded(text_photos * 2, text_tasks),
-        text_tasks,
-        "ocr.recognition",
-        lambda results: sum(len(r["ocr"]) for r in results),
-        Limits(**{**base.__dict__, "text_batch_size": 1}),
-        Limits(**{**base.__dict__, "text_batch_size": batching.RAW_BATCH}),
-        rounds,
-    )
-    path, flush = model_file("ocr", "recognition", "PP-OCRv6_small")
-    raw_one, raw_many = batching.raw_gain(path, (3, 48, 320), opts, flush, rounds)
-    gains.append(
-        batching.BatchGain(
-            "text-line recognition (" + ", ".join(p.stem for p in text_photos) + ", x2)",
-            n,
-            one,
-            many,
-            raw_one,
-            raw_many,
-        )
-    )
-
-    if env.clip:
-        clip_tasks = {"clip": {"visual": {"modelName": env.clip}}}
-        images = decoded([all_photos[i % len(all_photos)] for i in range(16)], clip_tasks)
+    def gain(
+        label: str,
+        images: list[Any],
+        tasks: dict[str, Any],
+        model: tuple[str, str, str],
+        batch_field: str,
+        count: Callable[[list[dict[str, Any]]], int],
+        item_shape: tuple[int, ...] | None = None,
+    ) -> batching.BatchGain:
+        """``model``'s step through the pipeline one item at a time vs batched, next to the bare session."""
+        task, type_, name = model
+        # Batched at the raw model's batch size, so both gains are for the same batch.
         one, many, n = batching.pipeline_gain(
             runtime,
             images,
-            clip_tasks,
-            "clip.visual",
-            len,
-            Limits(**{**base.__dict__, "clip_batch_size": 1}),
-            Limits(**{**base.__dict__, "clip_batch_size": 16}),
+            tasks,
+            f"{task}.{type_}",
+            count,
+            Limits(**{**base.__dict__, batch_field: 1}),
+            Limits(**{**base.__dict__, batch_field: batching.RAW_BATCH}),
             rounds,
         )
-        path, flush = model_file("clip", "visual", env.clip)
-        height, width = json.loads((path.parent / "preprocess_cfg.json").read_text())["size"]
-        raw_one, raw_many = batching.raw_gain(path, (3, height, width), opts, flush, rounds)
-        gains.append(batching.BatchGain(f"CLIP visual ({env.clip}, 16 images)", n, one, many, raw_one, raw_many))
+        path = env.model_dir / task / name / type_ / "model.onnx"
+        flush = bool(model_class(task, type_, name, env.model_dir).flush_denormals)
+        if item_shape is None:  # CLIP: the input size its pack declares
+            height, width = json.loads((path.parent / "preprocess_cfg.json").read_text())["size"]
+            item_shape = (3, height, width)
+        raw_one, raw_many = batching.raw_gain(path, item_shape, opts, flush, rounds)
+        return batching.BatchGain(label, n, one, many, raw_one, raw_many)
+
+    # The photos are repeated (as distinct assets) so each timing covers several batches, not one call.
+    faces_photo = next(p for p in all_photos if p.stem.startswith("players"))
+    face_tasks = env.tasks(ocr=False, clip=False)
+    gains = [
+        gain(
+            f"face recognition ({faces_photo.stem} x4)",
+            decoded([faces_photo] * 4, face_tasks),
+            face_tasks,
+            ("facial-recognition", "recognition", "buffalo_s"),
+            "face_batch_size",
+            lambda results: sum(len(r["faces"]) for r in results),
+            (3, 112, 112),
+        )
+    ]
+    text_photos = [p for p in all_photos if p.stem.startswith(("page", "eurotext", "players_8"))][:2] or photos[:1]
+    text_tasks = env.tasks(faces=False, clip=False)
+    text_tasks["ocr"]["recognition"]["options"] = {"minScore": 0.0}  # count every line read
+    gains.append(
+        gain(
+            "text-line recognition (" + ", ".join(p.stem for p in text_photos) + ", x2)",
+            decoded(text_photos * 2, text_tasks),
+            text_tasks,
+            ("ocr", "recognition", "PP-OCRv6_small"),
+            "text_batch_size",
+            lambda results: sum(len(r["ocr"]) for r in results),
+            (3, 48, 320),
+        )
+    )
+    if env.clip:
+        clip_tasks = {"clip": {"visual": {"modelName": env.clip}}}
+        images = decoded([all_photos[i % len(all_photos)] for i in range(16)], clip_tasks)
+        gains.append(
+            gain(
+                f"CLIP visual ({env.clip}, 16 images)",
+                images,
+                clip_tasks,
+                ("clip", "visual", env.clip),
+                "clip_batch_size",
+                len,
+            )
+        )
 
     run.say("\n## Batching gain: through the pipeline vs the raw model (same run)\n")
     rows = [
