@@ -88,7 +88,6 @@ class Settings(BaseSettings):
     concurrency: int = Field(1, ge=1, description="Worker pool processes per device; `assetq run`'s processes.")
     soft_time_limit_s: int = Field(600, description="Soft time limit per chunk task.")
     time_limit_s: int = Field(660, description="Hard time limit per chunk task (kills the pool child).")
-    visibility_timeout_s: int = Field(3600, description="Redis visibility timeout; must exceed time_limit_s.")
     asset_time_limit_s: float = Field(60.0, description="Per-asset fetch+decode time limit.")
     max_retries: int = Field(5, description="Retries for transient errors.")
     retry_backoff_s: float = Field(2.0, description="First retry delay; doubles each try, with jitter.")
@@ -98,10 +97,11 @@ class Settings(BaseSettings):
         description="Deliveries a chunk may take without finishing (its worker died) before it is split "
         "into one-asset chunks, and a one-asset chunk dead-lettered as poison.",
     )
-    unacked_restore_interval_s: float = Field(
-        10.0,
-        description="How often workers requeue messages a dead worker held (unacked for longer than "
-        "visibility_timeout_s).",
+    worker_dead_after_s: float = Field(
+        30.0,
+        gt=3,
+        description="A worker process whose heartbeat is older than this is dead: any live worker puts what it "
+        "held back at the front of its queues (at once, on the same machine, when the process is gone).",
     )
     worker_lost_wait_s: float = Field(
         10.0,
@@ -116,12 +116,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _time_limits_nest(self) -> Settings:
-        # Redis redelivers a task still running past the visibility timeout; soft must fire before hard.
-        if not self.soft_time_limit_s < self.time_limit_s < self.visibility_timeout_s:
-            raise ValueError("need soft_time_limit_s < time_limit_s < visibility_timeout_s")
-        # A retry waits inside the worker holding its unacked message: it must not outlast the visibility timeout.
-        if self.retry_backoff_max_s + self.time_limit_s >= self.visibility_timeout_s:
-            raise ValueError("need retry_backoff_max_s + time_limit_s < visibility_timeout_s")
+        # The soft limit must fire before the hard one kills the pool process.
+        if not self.soft_time_limit_s < self.time_limit_s:
+            raise ValueError("need soft_time_limit_s < time_limit_s")
         return self
 
     @property

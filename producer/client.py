@@ -10,6 +10,7 @@ import redis
 from celery import Celery
 
 from config import Settings, get_settings
+from config.broker import transport_for
 from producer.catalog import merge, scan_model_dir
 from producer.spec import Catalog, JobSpec, SpecError, check_models, parse_spec
 from producer.store import BatchStore
@@ -25,7 +26,8 @@ def celery_client(settings: Settings) -> Celery:
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        # Publishes a wake-up token with every message, for idle workers (config/broker.py).
+        broker_transport=transport_for(settings.broker),
         broker_connection_retry_on_startup=True,
         task_create_missing_queues=True,
     )

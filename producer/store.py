@@ -1,22 +1,14 @@
-"""Batch state in Redis: the one module that knows the key layout.
-
-Keys (``assetq:`` prefix, all expiring after ``result_ttl_s``):
-
-* ``batch:<id>``           hash: ``total``, ``created_at``, ``tasks``, ``output``,
-                           counters ``ok``/``skipped``/``failed``
-* ``batch:<id>:assets``    hash: asset id -> asset ref JSON (for replay of skipped assets)
-* ``batch:<id>:status``    hash: asset id -> ``ok`` | ``skipped`` | ``failed``
-* ``batch:<id>:results``   hash: asset id -> result JSON
-* ``deadletter:<id>``      hash: entry id -> dead-letter JSON (chunk payload, error, attempts, timestamps)
-* ``batch:<id>:attempts``  hash: asset id -> deliveries that started it (worker side)
-* ``batch:<id>:processed`` hash: asset id -> times a worker finished processing it
-* ``chunk:<id>``           hash: ``deliveries`` not finished yet, ``first_failed_at``
-* ``batches``              sorted set of batch ids by creation time
-* ``results`` stream       one entry per asset whose status changed: ``batch``, ``asset``, ``status``
+"""Batch state in Redis (the key layout is in ``config/keys.py``).
 
 Result writes are idempotent: a Lua script moves the asset's status and the
 counters in one step, so writing the same asset twice never counts twice and
 a replayed asset moves from ``failed`` to ``ok``.
+
+**One truth per asset.** However often a chunk runs, the Redis record decides
+which document is an asset's result, and every copy (S3, a local directory) is
+written from it: ``stage`` keeps the first document a delivery produced for an
+asset (or skips an asset that is already final), the sinks write that
+document, and ``record`` makes it the result and counts it.
 """
 
 from __future__ import annotations
@@ -28,12 +20,15 @@ from typing import Any
 
 import redis
 
-PREFIX = "assetq:"
+from config.keys import PREFIX, key
 
-# KEYS: batch, status, results, stream   ARGV: asset, status, json, ttl, maxlen, keep_final
+__all__ = ["PREFIX", "BatchStore", "key"]
+
+# KEYS: batch, status, results, stream, staged   ARGV: asset, status, json, ttl, maxlen, keep_final
 _RECORD = """
 local old = redis.call('HGET', KEYS[2], ARGV[1])
 if ARGV[6] == '1' and (old == 'ok' or old == 'skipped') then return 0 end
+redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 if old ~= ARGV[2] then
   if old then redis.call('HINCRBY', KEYS[1], old, -1) end
@@ -65,9 +60,28 @@ end
 return n
 """
 
-
-def key(*parts: str) -> str:
-    return PREFIX + ":".join(parts)
+# KEYS: status, staged   ARGV: ttl, then asset id and result JSON pairs.
+# Per asset: 0 = already final (write nothing), 1 = this document is staged, else the document staged before.
+_STAGE = """
+local out = {}
+for i = 2, #ARGV, 2 do
+  local st = redis.call('HGET', KEYS[1], ARGV[i])
+  if st == 'ok' or st == 'skipped' then
+    out[#out + 1] = 0
+  else
+    local prev = redis.call('HGET', KEYS[2], ARGV[i])
+    if prev then
+      out[#out + 1] = prev
+    else
+      redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+      out[#out + 1] = 1
+    end
+  end
+end
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+return out
+"""
 
 
 class BatchStore:
@@ -84,6 +98,7 @@ class BatchStore:
         self.stream_maxlen = stream_maxlen
         self._record = self.r.register_script(_RECORD)
         self._reopen = self.r.register_script(_REOPEN)
+        self._stage = self.r.register_script(_STAGE)
 
     # -- batches ----------------------------------------------------------------------
     def create_batch(
@@ -151,6 +166,27 @@ class BatchStore:
         return [_s(b) for b in self.r.zrevrange(key("batches"), 0, limit - 1)]
 
     # -- results ---------------------------------------------------------------------
+    def stage(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The documents to write for ``results`` (all of one batch), one truth per asset.
+
+        An asset already ``ok`` or ``skipped`` is left out (its copies were written before it was
+        recorded); one staged by an earlier delivery keeps that earlier document.
+        """
+        if not results:
+            return []
+        bid = results[0]["batch_id"]
+        args: list[Any] = [self.ttl_s]
+        for r in results:
+            args += [r["asset_id"], json.dumps(r, separators=(",", ":"))]
+        answers = self._stage(keys=[key("batch", bid, "status"), key("batch", bid, "staged")], args=args)
+        out = []
+        for r, answer in zip(results, answers, strict=True):
+            if answer == 1:
+                out.append(r)
+            elif answer != 0:
+                out.append(json.loads(answer))
+        return out
+
     def record(self, result: dict[str, Any], keep_final: bool = False) -> bool:
         """Store one asset's result; returns True when its status changed (counted).
 
@@ -159,7 +195,13 @@ class BatchStore:
         """
         bid, aid = result["batch_id"], result["asset_id"]
         changed = self._record(
-            keys=[key("batch", bid), key("batch", bid, "status"), key("batch", bid, "results"), self.stream],
+            keys=[
+                key("batch", bid),
+                key("batch", bid, "status"),
+                key("batch", bid, "results"),
+                self.stream,
+                key("batch", bid, "staged"),
+            ],
             args=[
                 aid,
                 result["status"],

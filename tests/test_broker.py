@@ -7,7 +7,8 @@ import redis
 
 from config import Settings
 from worker.app import celery_config
-from worker.broker import TRANSPORT, transport_for, until_accepted
+from worker.backoff import until_accepted
+from worker.broker import TRANSPORT, transport_for
 
 
 def test_refused_writes_are_retried_until_accepted() -> None:

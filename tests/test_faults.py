@@ -52,8 +52,9 @@ from tests.faultinject.scenario import (
 )
 from tests.faultinject.sitecustomize import CRASHES_KEY
 from tests.services import RedisServer, S3Server, TcpProxy, WorkerProcess
+from worker.backoff import retry_budget_s
 from worker.tasks.deadletter import INVALID_BATCH
-from worker.tasks.process import retry_budget_s
+from worker.tasks.deliveries import asset_counts
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -173,8 +174,11 @@ def test_pool_child_then_whole_worker_killed_mid_batch(scene: Scene) -> None:
     killed_in_child = set(while_busy(r, batch, lambda: kill_pool_child(w1))) & set(chunks_in_flight(r, batch))
     wait_until(lambda: done(p, batch) >= 27, 60, "progress after the pool process was killed")
     killed_with_worker = set(while_busy(r, batch, w1.kill)) & set(chunks_in_flight(r, batch))
-    scene.worker(env)  # a new worker takes over; the dead one's task comes back after the visibility timeout
+    scene.worker(env)  # a new worker takes over: it sees the dead one's process gone and puts its chunk back
     scene.wait(p, batch, 90)
+    # The chunk whose child died right after its results were written is requeued (at the back):
+    # the batch can be complete before that delivery ran. Wait for it to have run too.
+    wait_until(lambda: asset_counts(r, batch, "processed").get(crash_after_write, 0) >= 2, 60, "the redelivery")
 
     out = scene.check(p, batch, max_processed=3)
     assert killed_in_child and killed_with_worker, (killed_in_child, killed_with_worker)
@@ -277,7 +281,7 @@ def test_s3_outage_ridden_out_then_one_longer_than_the_retry_budget(proxied_scen
     shortest, _ = retry_budget_s(12, 2.0, 6.0)
     assert shortest > S3_OUTAGE_S
     # Retried chunks wait in the worker until due: keep that well inside the visibility timeout.
-    env = scene.env(fault_delay_s=0.2, visibility_timeout_s=40, soft_time_limit_s=8, time_limit_s=10, **retries)
+    env = scene.env(fault_delay_s=0.2, soft_time_limit_s=8, time_limit_s=10, **retries)
     w = scene.worker(env)
     p = producer_for(env)
     batch = p.submit(scene.spec(s3_inputs=True))

@@ -23,9 +23,10 @@ from config.settings import Settings
 from producer import Producer
 from producer.client import PROCESS_CHUNK
 from tests.services import RedisServer
+from worker.backoff import backoff_s, retry_budget_s
 from worker.pipeline.errors import TransientError
 from worker.tasks.deadletter import INVALID_BATCH, dead_letter_chunk, dead_letter_invalid, invalid_payload
-from worker.tasks.process import backoff_s, redis_down, retry_budget_s, when_redis_answers
+from worker.tasks.process import redis_down, when_redis_answers
 
 TASKS = {"facial-recognition": {"detection": {"modelName": "buffalo_s"}}}
 OUTPUT = {"s3": {"bucket": "results", "prefix": "ml/"}}

@@ -20,19 +20,15 @@ log = logging.getLogger(__name__)
 
 def celery_config(s: Settings) -> dict[str, Any]:
     transport = {
-        # Must exceed the longest task, or Redis redelivers a running task to a second worker.
-        "visibility_timeout": s.visibility_timeout_s,
-        # A worker killed outright leaves its message unacked: sweep for those every interval
-        # (kombu's default sweeps only every 10th interval).
-        "unacked_restore_interval": s.unacked_restore_interval_s,
-        "unacked_restore_throttle": 1,
+        # Leases, not a visibility timeout, return what a dead worker held (worker/broker.py).
+        "worker_dead_after_s": s.worker_dead_after_s,
         "socket_connect_timeout": 5,
         "retry_on_timeout": True,
         "health_check_interval": 30,
     }
     return {
         "broker_url": s.broker,
-        # kombu's Redis transport, waiting out refused writes instead of dropping a message (broker.py).
+        # kombu's Redis transport with atomic fetch and leases (broker.py).
         "broker_transport": transport_for(s.broker),
         "result_backend": None,  # results go to assetq's own store, not Celery's backend
         "task_ignore_result": True,
@@ -47,7 +43,6 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_soft_time_limit": s.soft_time_limit_s,
         "task_time_limit": s.time_limit_s,
         "broker_transport_options": transport,
-        "visibility_timeout": s.visibility_timeout_s,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # keep reconnecting while Redis restarts
         "task_default_queue": s.queue,

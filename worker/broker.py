@@ -1,97 +1,190 @@
-"""kombu's Redis transport, made to wait out a Redis that refuses writes instead of losing a message.
+"""The workers' Redis transport: kombu's, fetching atomically under a lease (``worker/leases.py``).
 
-kombu takes a message off the queue (BRPOP) and only then records it as
-unacknowledged (ZADD + HSET in one transaction). When Redis refuses writes --
-``maxmemory`` reached under ``noeviction`` (what docker-compose.yml configures,
-so that nothing is evicted silently), or a replica left read-only by a
-failover -- that second step fails, the consumer stops with "Unrecoverable
-error", and the message, already off the queue, is gone
-(``tests/test_faults.py::test_redis_refusing_writes_mid_batch`` reproduced it).
+What changes against kombu's Redis transport, and why:
 
-Here the two writes a consumer cannot do without -- recording a delivery and
-handing a message back -- are retried with backoff until Redis takes them. The
-message stays in this process meanwhile; both are MULTI/EXEC transactions, so
-a refused attempt wrote nothing and retrying cannot duplicate anything.
+* **Fetch.** kombu BRPOPs a message and records it as unacknowledged in a
+  second round trip; a consumer killed in between (the reply already in its
+  socket while the main process is busy) loses it (kombu #305, celery #4354,
+  #7950). Here an idle consumer blocks on the queues' wake lists
+  (``config/broker.py``), and a Lua script takes the message and records it
+  as held by this consumer in one step.
+* **Acks, rejects, hand-backs** act on that record, and wait out a Redis that
+  refuses writes instead of losing the message (``worker/backoff.py``).
+* **No visibility timeout.** What a dead consumer held comes back when its
+  lease lapses (``worker_dead_after_s``, 30 s; at once for a process known to
+  be gone on the same machine), and a task running long on a live worker is
+  never handed to another one. kombu's periodic ``restore_visible`` has
+  nothing to do.
+
+Producers publish with ``config.broker.Transport``; this subclass only adds
+the consuming side.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import time
-from collections.abc import Callable
+from functools import cached_property
+from time import monotonic
 from typing import Any
 
-import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.transport.redis import Empty
+from kombu.utils.json import loads
+
+from config import broker as shared
+from config.keys import wake_key
+from worker.leases import Lease
 
 log = logging.getLogger(__name__)
 
-# Redis answering but refusing writes; the transport waits these out.
-WRITE_REFUSED = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
-# Pause between attempts (doubling, with jitter), in seconds, and how often a refusal is logged.
-FIRST_PAUSE_S = 0.5
-MAX_PAUSE_S = 5.0
-LOG_EVERY_S = 30.0
-
-# The transport path for Celery's ``broker_transport`` setting.
+# The transport path for Celery's ``broker_transport`` setting, in workers.
 TRANSPORT = f"{__name__}:Transport"
-
-
-def until_accepted(write: Callable[[], Any], what: str, sleep: Callable[[float], None] = time.sleep) -> Any:
-    """Run ``write`` until Redis stops refusing it; any other error passes through at once."""
-    pause = FIRST_PAUSE_S
-    waited = 0.0
-    next_log = 0.0
-    while True:
-        try:
-            return write()
-        except WRITE_REFUSED as e:
-            if waited >= next_log:
-                log.warning("Redis refuses writes (%s) while %s; waited %.0fs, still waiting", e, what, waited)
-                next_log = waited + LOG_EVERY_S
-            delay = pause / 2 + random.uniform(0, pause / 2)
-            sleep(delay)
-            waited += delay
-            pause = min(MAX_PAUSE_S, pause * 2)
+DEFAULT_DEAD_AFTER_S = 30.0
+# Socket timeout of the lease's own connections: a heartbeat must never hang on a dead socket.
+LEASE_SOCKET_TIMEOUT_S = 10.0
 
 
 class QoS(kombu_redis.QoS):
-    """kombu's Redis QoS with its writes waiting out refusals; ``ack`` and ``reject`` mirror kombu 5.7's."""
+    """Delivery bookkeeping on the lease's record instead of kombu's ``unacked`` hash."""
 
     def append(self, message: Any, delivery_tag: Any) -> None:
-        until_accepted(lambda: super(QoS, self).append(message, delivery_tag), "recording a delivery")
-
-    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
-        until_accepted(lambda: super(QoS, self).restore_by_tag(tag, client, leftmost), "handing a message back")
+        # The fetch recorded it already, in the same step that took it.
+        virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: Any) -> None:
-        # Under maxmemory Redis refuses even deletions queued inside MULTI, so an ack waits too.
-        until_accepted(lambda: self._remove_from_indices(delivery_tag).execute(), "acknowledging a message")
-        virtual_qos_ack(self, delivery_tag)
+        self.channel.lease.ack(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         if requeue:
-            self.restore_by_tag(delivery_tag, leftmost=True)
+            self.channel.lease.requeue(delivery_tag, back=True)
         else:
-            until_accepted(lambda: self._remove_from_indices(delivery_tag).execute(), "rejecting a message")
-        virtual_qos_ack(self, delivery_tag)
+            self.channel.lease.ack(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        self.channel.lease.requeue(tag, back=leftmost)
+
+    def restore_unacked(self, client: Any = None) -> None:
+        # Channel closing (shutdown, lost connection): what this consumer holds goes back to the front.
+        for tag in list(self._delivered):
+            self.channel.lease.requeue(tag, back=False)
+        self._delivered.clear()
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to do: leases, not a visibility timeout, return what dead consumers held."""
 
 
-def virtual_qos_ack(qos: QoS, delivery_tag: Any) -> None:
-    """The in-process bookkeeping of an ack (kombu's virtual QoS), after Redis has been updated."""
-    super(kombu_redis.QoS, qos).ack(delivery_tag)
+class LeasedFetch:
+    """The consuming side of a kombu Redis channel, on a lease. Mixed into the plain and Sentinel channels."""
 
-
-class Channel(kombu_redis.Channel):
     QoS = QoS
+    worker_dead_after_s = DEFAULT_DEAD_AFTER_S
+    from_transport_options: Any = (*shared.Channel.from_transport_options, "worker_dead_after_s")
+
+    _fetch_order: list[str]
+
+    @cached_property
+    def lease(self) -> Lease:
+        return Lease.for_process(self._new_lease)
+
+    def _new_lease(self) -> Lease:
+        chan: Any = self
+        pool = chan._get_pool()  # a pool of its own: the heartbeat thread must not share the event loop's sockets
+        pool.connection_kwargs["socket_timeout"] = LEASE_SOCKET_TIMEOUT_S
+        return Lease(chan.Client(connection_pool=pool), float(self.worker_dead_after_s), lambda: chan.active_queues)
+
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        ret = super().basic_consume(queue, *args, **kwargs)  # type: ignore[misc]
+        self.lease.start()
+        return ret
+
+    def _lists(self, queues: list[str]) -> list[str]:
+        chan: Any = self
+        return [chan._q_for_pri(q, pri) for pri in chan.priority_steps for q in queues]
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        chan: Any = self
+        if timeout is None:
+            timeout = chan.brpop_timeout
+        queues = chan._queue_cycle.consume(len(chan.active_queues))
+        if not queues:
+            return
+        # Idle, this blocks on the wake lists; the fetch that follows takes the message.
+        self._fetch_order = self._lists(queues)
+        chan._in_poll = chan.client.connection
+        chan._brpop_sent_at = monotonic()
+        chan.client.connection.send_command("BRPOP", *[wake_key(q) for q in queues], timeout or 0)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        chan: Any = self
+        try:
+            try:
+                # A token or the timeout: either way, look (a message sent without a token is found too).
+                chan.client.parse_response(chan.client.connection, "BRPOP", **options)
+            except chan.connection_errors:
+                chan.client.connection.disconnect()
+                raise
+            if getattr(chan, "_closing", False):
+                raise Empty()
+            if not self._deliver_next(self._fetch_order):
+                raise Empty()
+            return True
+        finally:
+            chan._in_poll = None
+            chan._flush_brpop_reauth()
+
+    def _deliver_next(self, lists: list[str]) -> bool:
+        chan: Any = self
+        got = self.lease.fetch(lists)
+        if got is None:
+            return False
+        source, raw, fid = got
+        message = _readable(raw)
+        if message is None:
+            log.error("a message on %s is not a kombu message; kept raw under assetq:unreadable", source)
+            self.lease.set_aside(fid, raw)
+            return False
+        self.lease.hold(message["properties"]["delivery_tag"], fid)
+        queue = shared.queue_of(source)
+        chan._queue_cycle.rotate(queue)
+        chan.connection._deliver(message, queue)
+        return True
+
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        got = self.lease.fetch(self._lists([queue]))
+        if got is None:
+            raise Empty()
+        _source, raw, fid = got
+        message = _readable(raw)
+        if message is None:
+            self.lease.set_aside(fid, raw)
+            raise Empty()
+        self.lease.hold(message["properties"]["delivery_tag"], fid)
+        return message
+
+    def _restore(self, message: Any, leftmost: bool = False) -> None:
+        self.lease.requeue(message.delivery_tag, back=leftmost)
 
 
-class Transport(kombu_redis.Transport):
+def _readable(raw: bytes) -> dict[str, Any] | None:
+    try:
+        message = loads(raw)
+        has_tag = isinstance(message, dict) and "delivery_tag" in message["properties"]  # what acks need
+    except (ValueError, KeyError, TypeError):
+        return None
+    return message if has_tag else None
+
+
+class Channel(LeasedFetch, shared.Channel):
+    pass
+
+
+class Transport(shared.Transport):
     Channel = Channel
 
 
 def transport_for(broker_url: str) -> str | None:
     """This transport for a redis:// or rediss:// broker; None (the URL's own) for any other."""
-    scheme = broker_url.split("://", 1)[0].lower()
-    return TRANSPORT if scheme in ("redis", "rediss") else None
+    return shared.transport_for(broker_url, TRANSPORT)

@@ -1,6 +1,7 @@
 """Where results go: Redis (the record of truth for batch state), S3, a local directory.
 
-Every write is keyed by (batch id, asset id), so a re-run overwrites and never duplicates.
+Every write is keyed by (batch id, asset id), so a re-run overwrites and never duplicates,
+and every copy of an asset's result is the document Redis staged for it (``BatchStore.stage``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ class RedisSink:
 
     def __init__(self, store: BatchStore) -> None:
         self.store = store
+
+    def stage(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The documents every sink writes: one per asset not final yet, the first one staged for it."""
+        import redis
+
+        try:
+            return self.store.stage(results)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise TransientError(f"Redis unreachable staging results: {e}") from e
 
     def write(self, results: list[dict[str, Any]], output: dict[str, Any]) -> None:
         import redis
@@ -92,6 +102,12 @@ class LocalDirSink:
 
 
 def write_all(sinks: list[Sink], results: list[dict[str, Any]], output: dict[str, Any]) -> None:
-    """External sinks first, Redis last: the Redis record is what marks an asset done."""
+    """Stage in Redis, then the external sinks, then the Redis record, which marks an asset done.
+
+    A delivery killed anywhere in between leaves the asset pending; the next one writes the
+    same staged document again, so S3 and Redis hold one and the same document.
+    """
+    records = [s for s in sinks if isinstance(s, RedisSink)]
+    docs = records[0].stage(results) if records else results
     for sink in sorted(sinks, key=lambda s: isinstance(s, RedisSink)):
-        sink.write(results, output)
+        sink.write(docs, output)

@@ -121,8 +121,6 @@ def worker_env(redis_url: str, s3_url: str, photos: Path, model_dir: Path, queue
         "ASSETQ_PRELOAD": "false",  # a restarted pool child loads only the model it needs
         "ASSETQ_SOFT_TIME_LIMIT_S": "6",
         "ASSETQ_TIME_LIMIT_S": "8",
-        "ASSETQ_VISIBILITY_TIMEOUT_S": "10",
-        "ASSETQ_UNACKED_RESTORE_INTERVAL_S": "1",
         "ASSETQ_WORKER_LOST_WAIT_S": "1",
         "ASSETQ_MAX_RETRIES": "3",
         "ASSETQ_RETRY_BACKOFF_S": "0.2",

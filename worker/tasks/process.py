@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from functools import partial
@@ -45,7 +44,7 @@ from kombu.exceptions import OperationalError
 from producer.client import PROCESS_CHUNK
 from producer.metrics import record_chunk
 from worker.app import app, get_runtime
-from worker.broker import WRITE_REFUSED
+from worker.backoff import WRITE_REFUSED, backoff_s
 from worker.pipeline.errors import TransientError
 from worker.sinks import write_all
 from worker.tasks import deliveries as dl
@@ -63,22 +62,6 @@ REDIS_WAIT_MAX_S = 5.0
 REQUEUE_PAUSE_S = 1.0
 # Share of the soft time limit a task spends waiting for Redis before it hands its message back.
 REDIS_WAIT_SHARE = 0.8
-
-
-def backoff_s(retries: int, base_s: float, cap_s: float) -> float:
-    """Exponential backoff with "equal jitter": uniform in [d/2, d] where d = min(cap, base * 2**retries).
-
-    Half of each delay is guaranteed, so the whole retry budget has a known
-    floor (sum of the halves) while retries of many chunks still spread out.
-    """
-    d = min(cap_s, base_s * (2**retries))
-    return d / 2 + random.uniform(0, d / 2)
-
-
-def retry_budget_s(max_retries: int, base_s: float, cap_s: float) -> tuple[float, float]:
-    """(shortest, longest) total wait over all retries: how long an outage the retries ride out."""
-    delays = [min(cap_s, base_s * (2**r)) for r in range(max_retries)]
-    return sum(delays) / 2, float(sum(delays))
 
 
 def redis_down(e: BaseException) -> bool:
