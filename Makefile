@@ -31,7 +31,7 @@ services:
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy config producer worker
+	$(BIN)/mypy config contract producer worker
 
 test: lint models services
 	$(BIN)/pytest -q -p no:cacheprovider --durations=10

@@ -142,8 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--poll-s", type=float, default=0.02, help="status poll interval while waiting")
     args = parser.parse_args(argv)
 
+    from contract.catalog import default_tasks
     from producer import Producer
-    from producer.catalog import default_tasks
 
     producer = Producer(redis_url=args.redis_url)
     if args.spec:

@@ -71,9 +71,9 @@ def _progress_bar(total: int, desc: str) -> Any:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
+    from contract.catalog import default_tasks, scan_model_dir
+    from contract.spec import SpecError, check_models, parse_tasks
     from producer.assets import assets_from_paths
-    from producer.catalog import default_tasks, scan_model_dir
-    from producer.spec import SpecError, check_models, parse_tasks
     from worker.local import run_local, write_outputs
 
     settings = _settings()
@@ -116,8 +116,8 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
-    from producer.catalog import scan_model_dir
-    from producer.spec import SpecError, check_models, parse_spec, parse_tasks
+    from contract.catalog import scan_model_dir
+    from contract.spec import SpecError, check_models, parse_spec, parse_tasks
 
     try:
         data = _read_json(a.spec)
@@ -147,9 +147,9 @@ def _producer() -> Any:
 
 
 def cmd_submit(a: argparse.Namespace) -> int:
+    from contract.catalog import default_tasks
+    from contract.spec import SpecError
     from producer.assets import assets_from_paths
-    from producer.catalog import default_tasks
-    from producer.spec import SpecError
 
     p = _producer()
     spec: dict[str, Any] = {}
@@ -199,7 +199,7 @@ def _wait_and_write(p: Any, batch: str, out: Path | None, timeout: float | None)
     summary = {k: st[k] for k in ("batch_id", "total", "ok", "skipped", "failed")}
     summary.update(wall_s=round(wall, 3), images_per_s=round(st["total"] / wall, 3) if wall > 0 else None)
     if out is not None:
-        from producer.output import write_outputs
+        from contract.output import write_outputs
 
         write_outputs(out, p.results(batch), summary)
     _print_summary(summary, out)
@@ -221,7 +221,7 @@ def cmd_results(a: argparse.Namespace) -> int:
     p = _producer()
     results = p.results(a.batch)
     if a.out:
-        from producer.output import write_outputs
+        from contract.output import write_outputs
 
         st = p.status(a.batch)
         write_outputs(Path(a.out), results, {k: st[k] for k in ("batch_id", "total", "ok", "skipped", "failed")})
@@ -250,7 +250,7 @@ def cmd_failures(a: argparse.Namespace) -> int:
 
 
 def cmd_metrics(a: argparse.Namespace) -> int:
-    from producer.metrics import render, serve
+    from contract.metrics import render, serve
 
     p = _producer()
     if a.serve:
@@ -292,8 +292,9 @@ def _zero_shot_block(path: str, model: str | None, catalog: Any) -> dict[str, An
 
 def cmd_classify(a: argparse.Namespace) -> int:
     """Zero-shot classify every image under DIR; with --eval, DIR's subfolders are the true labels."""
+    from contract.catalog import scan_model_dir
+    from contract.spec import SpecError
     from producer.assets import assets_from_paths, walk
-    from producer.catalog import scan_model_dir
     from producer.evaluate import (
         evaluate,
         format_report,
@@ -302,7 +303,6 @@ def cmd_classify(a: argparse.Namespace) -> int:
         write_predictions_csv,
         write_report_csv,
     )
-    from producer.spec import SpecError
 
     settings = _settings()
     root = Path(a.dir)
@@ -324,7 +324,7 @@ def cmd_classify(a: argparse.Namespace) -> int:
             p.wait(batch, timeout_s=a.timeout)
             results = p.results(batch)
         else:
-            from producer.spec import check_models, parse_tasks
+            from contract.spec import check_models, parse_tasks
             from worker.local import run_local
 
             check_models(parse_tasks(tasks), catalog)
@@ -400,7 +400,7 @@ def cmd_flower(a: argparse.Namespace) -> int:
 def cmd_models(a: argparse.Namespace) -> int:
     settings = _settings()
     if a.models_cmd == "list":
-        from producer.catalog import scan_model_dir
+        from contract.catalog import scan_model_dir
 
         catalog = scan_model_dir(settings.model_dir)
         print(f"model dir: {settings.model_dir}")

@@ -10,13 +10,13 @@ import redis
 from celery import Celery
 
 from config import Settings, get_settings
-from config.broker import transport_for
-from producer.catalog import merge, scan_model_dir
-from producer.spec import Catalog, JobSpec, SpecError, check_models, parse_spec
-from producer.store import BatchStore
-from producer.workers import WorkerRegistry
+from contract.broker import transport_for
+from contract.catalog import merge, scan_model_dir
+from contract.fleet import WorkerRegistry
+from contract.payload import PROCESS_CHUNK, ChunkPayload
+from contract.spec import Catalog, JobSpec, SpecError, check_models, parse_spec
+from contract.store import BatchStore
 
-PROCESS_CHUNK = "assetq.process_chunk"
 CATALOG_TTL_S = 10.0  # how long a fetched model catalog is trusted (workers heartbeat every 20 s)
 
 
@@ -26,7 +26,7 @@ def celery_client(settings: Settings) -> Celery:
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
-        # Publishes a wake-up token with every message, for idle workers (config/broker.py).
+        # Publishes a wake-up token with every message, for idle workers (contract/broker.py).
         broker_transport=transport_for(settings.broker),
         broker_connection_retry_on_startup=True,
         task_create_missing_queues=True,
@@ -129,16 +129,14 @@ class Producer:
         queue: str | None = None,
         priority: int = 5,
     ) -> None:
-        payload = {"batch_id": batch_id, "chunk_id": chunk_id, "assets": assets, "tasks": tasks, "output": output}
+        payload = ChunkPayload(batch_id, chunk_id, assets, tasks, output)
         self.celery.send_task(
             PROCESS_CHUNK,
-            kwargs={"payload": payload},
+            kwargs={"payload": payload.encode()},
             queue=queue or self.settings.queue,
             priority=priority,
-            # Short, readable arguments for Flower; the payload holds the rest.
-            argsrepr=f"batch={batch_id} chunk={chunk_id}",
-            kwargsrepr=f"{{assets: {len(assets)}}}",
             retries=0,
+            **payload.describe(),  # short, readable arguments for Flower; the payload holds the rest
         )
 
     # -- failures and replay -------------------------------------------------------------

@@ -30,8 +30,8 @@ import redis
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 
+from contract.payload import PROCESS_CHUNK
 from producer import Producer
-from producer.client import PROCESS_CHUNK
 from tests.faultinject.scenario import (
     TASKS,
     Outcome,

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from producer.client import PROCESS_CHUNK
-from producer.metrics import render
+from contract.metrics import render
+from contract.payload import PROCESS_CHUNK
 from tests.faultinject.scenario import TASKS, face_model_dir, make_photos, producer_for, wait_until, worker_env
 from tests.services import REPO, S3_ENV, RedisServer, S3Server, WorkerProcess, free_port
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from contract.spec import SpecError
 from producer import Producer
-from producer.spec import SpecError
 from tests.conftest import SAMPLES
 from tests.services import S3_ENV, RedisServer, S3Server, WorkerProcess
 

@@ -20,12 +20,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from config.settings import Settings
+from contract.errors import PayloadError
+from contract.payload import PROCESS_CHUNK, ChunkPayload
 from producer import Producer
-from producer.client import PROCESS_CHUNK
 from tests.services import RedisServer
 from worker.backoff import backoff_s, retry_budget_s
 from worker.pipeline.errors import TransientError
-from worker.tasks.deadletter import INVALID_BATCH, dead_letter_chunk, dead_letter_invalid, invalid_payload
+from worker.tasks.deadletter import INVALID_BATCH, dead_letter_chunk, dead_letter_invalid
 from worker.tasks.process import redis_down, when_redis_answers
 
 TASKS = {"facial-recognition": {"detection": {"modelName": "buffalo_s"}}}
@@ -71,7 +72,10 @@ def test_replay_reenqueues_dead_letters_with_their_spec_and_counts_once(producer
     assert [len(c["assets"]) for c in chunks] == [2, 2, 1]
     for aid in ("a0", "a1", "a4"):
         p.store.record(ok(batch, aid))
-    assert dead_letter_chunk(p.store, chunks[1], "transient", "S3 unreachable", attempts=4) == ["a2", "a3"]
+    assert dead_letter_chunk(p.store, ChunkPayload.decode(chunks[1]), "transient", "S3 unreachable", attempts=4) == [
+        "a2",
+        "a3",
+    ]
     st = p.status(batch)
     assert (st["ok"], st["failed"], st["complete"], st["dead_letters"]) == (3, 2, True, 1)
     [failure] = p.failures(batch)
@@ -100,7 +104,7 @@ def test_replay_reenqueues_dead_letters_with_their_spec_and_counts_once(producer
 def test_replay_selected_assets_and_skipped_ones(producer: Producer) -> None:
     p = producer
     batch, chunks = submit(p, 4)
-    dead_letter_chunk(p.store, chunks[0], "poison", "worker died 3 times", attempts=3)
+    dead_letter_chunk(p.store, ChunkPayload.decode(chunks[0]), "poison", "worker died 3 times", attempts=3)
     p.store.record(ok(batch, "a2"))
     p.store.record({"batch_id": batch, "asset_id": "a3", "status": "skipped", "error": {"kind": "not_found"}})
 
@@ -120,7 +124,7 @@ def test_dead_lettering_keeps_results_already_written(producer: Producer) -> Non
     p = producer
     batch, chunks = submit(p, 2)
     p.store.record(ok(batch, "a0"))  # a duplicate delivery finished a0 meanwhile
-    assert dead_letter_chunk(p.store, chunks[0], "transient", "timeout", attempts=6) == ["a1"]
+    assert dead_letter_chunk(p.store, ChunkPayload.decode(chunks[0]), "transient", "timeout", attempts=6) == ["a1"]
     assert p.store.statuses(batch) == {"a0": "ok", "a1": "failed"}
     st = p.status(batch)
     assert (st["ok"], st["failed"]) == (1, 1)
@@ -149,6 +153,14 @@ def test_invalid_messages_are_listed_with_their_reason_and_not_replayable(produc
 )
 def test_invalid_payload_reasons(payload: Any, reason: str | None) -> None:
     assert invalid_payload(payload) == reason
+
+
+def invalid_payload(payload: Any) -> str | None:
+    try:
+        ChunkPayload.decode(payload)
+    except PayloadError as e:
+        return str(e)
+    return None
 
 
 def test_backoff_has_a_floor_and_a_cap() -> None:

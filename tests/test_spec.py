@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from producer.spec import SpecError, check_models, parse_spec, parse_tasks
+from contract.spec import SpecError, check_models, parse_spec, parse_tasks
 
 IMMICH_REQUEST = {
     "clip": {"visual": {"modelName": "ViT-B-32__openai"}},

@@ -8,7 +8,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from producer.store import BatchStore
+from contract.store import BatchStore
 from worker.sinks import LocalDirSink, RedisSink, S3Sink, write_all
 
 
@@ -93,7 +93,7 @@ def test_s3_sink_keys_and_write_order(store: BatchStore) -> None:
 
 
 def test_metrics_render_prometheus_text() -> None:
-    from producer.metrics import record_chunk, render
+    from contract.metrics import record_chunk, render
 
     r = fakeredis.FakeRedis()
     record_chunk(

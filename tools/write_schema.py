@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from producer.spec import JobSpec
+from contract.spec import JobSpec
 
 TARGET = Path(__file__).resolve().parents[1] / "docs" / "jobspec.schema.json"
 

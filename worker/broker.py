@@ -6,7 +6,7 @@ What changes against kombu's Redis transport, and why:
   second round trip; a consumer killed in between (the reply already in its
   socket while the main process is busy) loses it (kombu #305, celery #4354,
   #7950). Here an idle consumer blocks on the queues' wake lists
-  (``config/broker.py``), and a Lua script takes the message and records it
+  (``contract/broker.py``), and a Lua script takes the message and records it
   as held by this consumer in one step.
 * **Acks, rejects, hand-backs** act on that record, and wait out a Redis that
   refuses writes instead of losing the message (``worker/backoff.py``).
@@ -16,7 +16,7 @@ What changes against kombu's Redis transport, and why:
   never handed to another one. kombu's periodic ``restore_visible`` has
   nothing to do.
 
-Producers publish with ``config.broker.Transport``; this subclass only adds
+Producers publish with ``contract.broker.Transport``; this subclass only adds
 the consuming side.
 """
 
@@ -32,8 +32,8 @@ from kombu.transport import virtual
 from kombu.transport.redis import Empty
 from kombu.utils.json import loads
 
-from config import broker as shared
-from config.keys import wake_key
+from contract import broker as shared
+from contract.keys import wake_key
 from worker.leases import Lease
 
 log = logging.getLogger(__name__)

@@ -50,8 +50,8 @@ from typing import Any, ClassVar
 
 import redis
 
-from config.broker import PRIORITY_SEP, WAKE_TOKENS_MAX
-from config.keys import CONSUMERS, CONSUMERS_META, HELD_PREFIX, METRICS, WAKE_PREFIX, held_key
+from contract.broker import PRIORITY_SEP, WAKE_TOKENS_MAX
+from contract.keys import CONSUMERS, CONSUMERS_META, HELD_PREFIX, METRICS, WAKE_PREFIX, held_key
 from worker.backoff import until_accepted
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from config import Settings
-from producer.output import write_outputs
-from producer.spec import new_batch_id
+from contract.output import write_outputs
+from contract.spec import new_batch_id
 from worker.local_processes import ProcessPool
 from worker.pipeline.run import Decoded
 from worker.runtime import Runtime, build_runtime
@@ -67,7 +67,7 @@ def _run_here(
     progress: Callable[[int], None] | None,
     bid: str,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from producer.spec import SpecError
+    from contract.spec import SpecError
     from worker.pipeline.graph import GraphError
     from worker.pipeline.run import plan_for
 

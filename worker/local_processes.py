@@ -82,7 +82,7 @@ class ProcessPool:
 def _start(settings: Settings, tasks: dict[str, Any], barrier: Barrier) -> None:
     """Pool process initializer: build the runtime and warm the job's models."""
     global _runtime, _ready
-    from producer.spec import SpecError
+    from contract.spec import SpecError
     from worker.pipeline.graph import GraphError
     from worker.runtime import build_runtime
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings
-from producer.catalog import scan_model_dir
-from producer.spec import Catalog
+from contract.catalog import scan_model_dir
+from contract.spec import Catalog
 from worker.models.base import RuntimeOptions
 from worker.models.cache import ModelCache
 from worker.pipeline.fetch import Fetcher
@@ -89,7 +89,7 @@ def build_runtime(settings: Settings, allowed_roots: list[Path] | None = None, l
 
 
 def build_sinks(settings: Settings, redis_client: Any | None, result_dir: Path | None = None) -> list[Sink]:
-    from producer.store import BatchStore
+    from contract.store import BatchStore
     from worker.sinks import LocalDirSink, RedisSink, S3Sink
 
     sinks: list[Sink] = []

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-from producer.store import BatchStore
+from contract.store import BatchStore
 from worker.pipeline.errors import TransientError
 
 

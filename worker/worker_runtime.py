@@ -10,9 +10,9 @@ from typing import Any
 import redis
 
 from config import Settings
-from producer.catalog import default_tasks
-from producer.store import BatchStore
-from producer.workers import HEARTBEAT_TTL_S, WorkerRegistry
+from contract.catalog import default_tasks
+from contract.fleet import HEARTBEAT_TTL_S, WorkerRegistry
+from contract.store import BatchStore
 from worker.runtime import Runtime, build_runtime, build_sinks
 from worker.sinks import Sink
 
@@ -53,7 +53,7 @@ class WorkerRuntime:
 
 def start_heartbeat(settings: Settings, node: str) -> threading.Thread:
     """Advertise this worker (device, installed models) until the process ends."""
-    from producer.catalog import scan_model_dir
+    from contract.catalog import scan_model_dir
 
     registry = WorkerRegistry(redis_client(settings))
     stop = threading.Event()

@@ -27,8 +27,8 @@ import redis
 from PIL import Image, ImageOps
 
 from config.settings import Settings
+from contract.store import key
 from producer import Producer
-from producer.store import key
 from tests.services import REPO, S3_ENV, WorkerProcess
 from worker.pipeline.errors import ERROR_KINDS
 from worker.tasks.deliveries import asset_counts

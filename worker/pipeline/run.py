@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from producer.spec import SpecError, parse_tasks
+from contract.spec import SpecError, parse_tasks
 from worker.models.base import InferenceModel
 from worker.models.cache import ModelCache
 from worker.models.registry import model_class

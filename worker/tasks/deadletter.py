@@ -15,8 +15,9 @@ import time
 import uuid
 from typing import Any
 
-from producer.metrics import record_chunk, record_dead_letter
-from producer.store import BatchStore
+from contract.metrics import record_chunk, record_dead_letter
+from contract.payload import ChunkPayload
+from contract.store import BatchStore
 from worker.pipeline.results import skipped
 
 INVALID_BATCH = "_invalid"
@@ -24,23 +25,9 @@ INVALID_BATCH = "_invalid"
 MAX_KEPT_BODY_BYTES = 16 * 1024
 
 
-def invalid_payload(payload: Any) -> str | None:
-    """Why ``payload`` is not a chunk task payload, or None when it is one."""
-    if not isinstance(payload, dict):
-        return f"payload is a {type(payload).__name__}, not an object"
-    for field, typ in (("batch_id", str), ("chunk_id", str), ("assets", list), ("tasks", dict)):
-        if not isinstance(payload.get(field), typ):
-            return f"payload field {field!r} is missing or not a {typ.__name__}"
-    if not payload["assets"]:
-        return "payload has no assets"
-    if not all(isinstance(a, dict) and isinstance(a.get("id"), str) for a in payload["assets"]):
-        return "every asset needs a string 'id'"
-    return None
-
-
 def dead_letter_chunk(
     store: BatchStore,
-    payload: dict[str, Any],
+    chunk: ChunkPayload,
     kind: str,
     message: str,
     attempts: int,
@@ -48,14 +35,14 @@ def dead_letter_chunk(
 ) -> list[str]:
     """Keep a (valid) chunk for replay and mark its unfinished assets ``failed``; returns the ids newly failed."""
     now = time.time()
-    batch_id, chunk_id = payload["batch_id"], payload["chunk_id"]
+    batch_id, chunk_id = chunk.batch_id, chunk.chunk_id
     store.dead_letter(
         batch_id,
         chunk_id,
         {
             "entry_id": chunk_id,
             "batch_id": batch_id,
-            "payload": payload,
+            "payload": chunk.encode(),
             "error": {"kind": kind, "message": message},
             "attempts": attempts,
             "first_failed_at": first_failed_at or now,
@@ -64,7 +51,7 @@ def dead_letter_chunk(
     )
     record_dead_letter(store.r, kind)
     failed = []
-    for asset in payload["assets"]:
+    for asset in chunk.assets:
         record = skipped(batch_id, asset["id"], kind, message, status="failed")
         # A result written before the failure stands (a duplicate delivery may have finished it).
         if store.record(record, keep_final=True):

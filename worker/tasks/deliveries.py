@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import redis
 
-from producer.store import key
+from contract.store import key
 
 DELIVERIES = "deliveries"
 FIRST_FAILED_AT = "first_failed_at"

@@ -41,15 +41,16 @@ from celery import Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
 
-from producer.client import PROCESS_CHUNK
-from producer.metrics import record_chunk
+from contract.errors import PayloadError
+from contract.metrics import record_chunk
+from contract.payload import PROCESS_CHUNK, ChunkPayload
 from worker.app import app, get_runtime
 from worker.backoff import WRITE_REFUSED, backoff_s
 from worker.pipeline.errors import TransientError
 from worker.sinks import write_all
 from worker.tasks import deliveries as dl
 from worker.tasks import refused
-from worker.tasks.deadletter import dead_letter_chunk, dead_letter_invalid, invalid_payload
+from worker.tasks.deadletter import dead_letter_chunk, dead_letter_invalid
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,14 +89,6 @@ def when_redis_answers(call: Callable[[], T], deadline: float) -> T:
             tries += 1
 
 
-def short_repr(payload: dict[str, Any]) -> dict[str, str]:
-    """Readable task arguments for Flower and logs (ids and a count, never the assets themselves)."""
-    return {
-        "argsrepr": f"batch={payload['batch_id']} chunk={payload['chunk_id']}",
-        "kwargsrepr": f"{{assets: {len(payload['assets'])}}}",
-    }
-
-
 @app.task(
     bind=True,
     name=PROCESS_CHUNK,
@@ -129,34 +122,38 @@ def _process(self: Task, payload: Any, args: tuple[Any, ...], kwargs: dict[str, 
     def redis_call(call: Callable[[], T]) -> T:
         return when_redis_answers(call, deadline)
 
-    problem = "unexpected extra arguments" if args or kwargs else invalid_payload(payload)
-    if problem:
+    try:
+        if args or kwargs:
+            raise PayloadError("unexpected extra arguments")
+        chunk = ChunkPayload.decode(payload)
+    except PayloadError as e:
+        problem = str(e)
         evidence = {"payload": payload, "args": list(args), "kwargs": kwargs}
         redis_call(lambda: dead_letter_invalid(rt.store, self.request.id, "invalid_payload", problem, evidence))
         log.error("invalid payload dead-lettered: %s", problem)
         return {"dead_lettered": "invalid_payload", "reason": problem}
 
-    batch_id, chunk_id = payload["batch_id"], payload["chunk_id"]
-    asset_ids = [a["id"] for a in payload["assets"]]
+    batch_id, chunk_id = chunk.batch_id, chunk.chunk_id
+    asset_ids = chunk.asset_ids
     deliveries = redis_call(lambda: dl.delivery_started(rt.redis, chunk_id, s.result_ttl_s))
     if deliveries > s.max_deliveries:
-        return _poison(self, payload, deliveries - 1, redis_call)
+        return _poison(self, chunk, deliveries - 1, redis_call)
     redis_call(lambda: dl.count_assets(rt.redis, batch_id, "attempts", asset_ids, s.result_ttl_s))
 
     t0 = time.perf_counter()
     try:
-        results = rt.runtime.pipeline.process(batch_id, payload["assets"], payload["tasks"])
+        results = rt.runtime.pipeline.process(batch_id, chunk.assets, chunk.tasks)
         redis_call(lambda: dl.count_assets(rt.redis, batch_id, "processed", asset_ids, s.result_ttl_s))
-        redis_call(lambda: write_all(rt.sinks, results, payload.get("output") or {}))
+        redis_call(lambda: write_all(rt.sinks, results, chunk.output))
     except (TransientError, SoftTimeLimitExceeded) as e:
-        return _retry_or_give_up(self, payload, e, redis_call)
+        return _retry_or_give_up(self, chunk, e, redis_call)
     except Exception as e:
         if redis_down(e):
             raise  # not the chunk's fault, and nothing can be recorded: process_chunk hands it back
         log.exception("chunk %s failed unexpectedly; dead-lettering it", chunk_id)
         first = redis_call(lambda: dl.first_failed_at(rt.redis, chunk_id))
         message = f"{type(e).__name__}: {e}"
-        redis_call(lambda: dead_letter_chunk(rt.store, payload, "error", message, self.request.retries + 1, first))
+        redis_call(lambda: dead_letter_chunk(rt.store, chunk, "error", message, self.request.retries + 1, first))
         redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
         return {"batch_id": batch_id, "chunk_id": chunk_id, "dead_lettered": "error"}
 
@@ -170,49 +167,50 @@ def _process(self: Task, payload: Any, args: tuple[Any, ...], kwargs: dict[str, 
 
 
 def _retry_or_give_up(
-    self: Task, payload: dict[str, Any], e: BaseException, redis_call: Callable[[Callable[[], Any]], Any]
+    self: Task, chunk: ChunkPayload, e: BaseException, redis_call: Callable[[Callable[[], Any]], Any]
 ) -> dict[str, Any]:
     rt = get_runtime()
     s = rt.settings
-    chunk_id = payload["chunk_id"]
+    chunk_id = chunk.chunk_id
     first = redis_call(lambda: dl.delivery_retrying(rt.redis, chunk_id, s.result_ttl_s))
     retries = self.request.retries
     if retries >= s.max_retries:
         message = f"{type(e).__name__}: {e}"
-        failed = redis_call(lambda: dead_letter_chunk(rt.store, payload, "transient", message, retries + 1, first))
+        failed = redis_call(lambda: dead_letter_chunk(rt.store, chunk, "transient", message, retries + 1, first))
         redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
         log.error("chunk %s dead-lettered after %d tries: %s", chunk_id, retries + 1, message)
-        return {"batch_id": payload["batch_id"], "chunk_id": chunk_id, "dead_lettered": "transient", "failed": failed}
+        return {"batch_id": chunk.batch_id, "chunk_id": chunk_id, "dead_lettered": "transient", "failed": failed}
     delay = backoff_s(retries, s.retry_backoff_s, s.retry_backoff_max_s)
     log.warning("chunk %s: %s; retry %d/%d in %.1fs", chunk_id, e, retries + 1, s.max_retries, delay)
     # ``retry`` publishes a new message (through Redis) and raises Retry when that worked.
-    redis_call(lambda: self.retry(exc=e, countdown=delay, max_retries=s.max_retries, **short_repr(payload)))
+    redis_call(lambda: self.retry(exc=e, countdown=delay, max_retries=s.max_retries, **chunk.describe()))
     raise AssertionError("unreachable: Task.retry always raises")
 
 
 def _poison(
-    self: Task, payload: dict[str, Any], crashed: int, redis_call: Callable[[Callable[[], Any]], Any]
+    self: Task, chunk: ChunkPayload, crashed: int, redis_call: Callable[[Callable[[], Any]], Any]
 ) -> dict[str, Any]:
     """``crashed`` deliveries never finished: isolate the culprit, or dead-letter it."""
     rt = get_runtime()
-    batch_id, chunk_id, assets = payload["batch_id"], payload["chunk_id"], payload["assets"]
+    batch_id, chunk_id, assets = chunk.batch_id, chunk.chunk_id, chunk.assets
     if len(assets) > 1:
         log.error("chunk %s: %d deliveries never finished; splitting its %d assets", chunk_id, crashed, len(assets))
         info = self.request.delivery_info or {}
         queue = info.get("routing_key") or rt.settings.queue
 
-        def send(part: dict[str, Any]) -> None:
-            self.apply_async(kwargs={"payload": part}, queue=queue, priority=info.get("priority"), **short_repr(part))
+        def send(part: ChunkPayload) -> None:
+            self.apply_async(
+                kwargs={"payload": part.encode()}, queue=queue, priority=info.get("priority"), **part.describe()
+            )
 
         for n, asset in enumerate(assets):
-            part = {**payload, "chunk_id": f"{chunk_id}.{n}", "assets": [asset]}
-            redis_call(partial(send, part))
+            redis_call(partial(send, chunk.part(n, asset)))
         redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
         return {"batch_id": batch_id, "chunk_id": chunk_id, "split": len(assets)}
     message = f"delivered {crashed} times and its worker died every time (max_deliveries={rt.settings.max_deliveries})"
     log.error("chunk %s dead-lettered as poison: %s", chunk_id, message)
     first = redis_call(lambda: dl.first_failed_at(rt.redis, chunk_id))
-    redis_call(lambda: dead_letter_chunk(rt.store, payload, "poison", message, crashed, first))
+    redis_call(lambda: dead_letter_chunk(rt.store, chunk, "poison", message, crashed, first))
     redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
     return {"batch_id": batch_id, "chunk_id": chunk_id, "dead_lettered": "poison"}
 

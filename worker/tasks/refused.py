@@ -21,7 +21,7 @@ from typing import Any
 
 from celery import Celery, bootsteps, signals
 
-from producer.store import BatchStore
+from contract.store import BatchStore
 from worker.tasks.deadletter import dead_letter_invalid, message_evidence
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from producer.store import key
+from contract.store import key
 
 METRICS_KEY = key("metrics")
 

@@ -1,4 +1,4 @@
-"""Batch state in Redis (the key layout is in ``config/keys.py``).
+"""Batch state in Redis (the key layout is in ``contract/keys.py``).
 
 Result writes are idempotent: a Lua script moves the asset's status and the
 counters in one step, so writing the same asset twice never counts twice and
@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from config.keys import PREFIX, key
+from contract.keys import PREFIX, key
 
 __all__ = ["PREFIX", "BatchStore", "key"]
 

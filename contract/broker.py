@@ -25,7 +25,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
-from config.keys import CONSUMERS, CONSUMERS_META, held_key, wake_key
+from contract.keys import CONSUMERS, CONSUMERS_META, held_key, wake_key
 
 # Wake tokens kept per queue: enough to wake a fleet at once, bounded when nobody consumes.
 WAKE_TOKENS_MAX = 64
@@ -110,7 +110,8 @@ def held_chunks(client: redis.Redis, dead_after_s: float) -> list[HeldChunk]:
     """Every message a consumer holds, with whether its consumer is past its lease."""
     clock: Any = client.time()
     now = float(clock[0]) + float(clock[1]) / 1e6
-    beats = {_s(c): float(score) for c, score in client.zrange(CONSUMERS, 0, -1, withscores=True)}
+    ranked: Any = client.zrange(CONSUMERS, 0, -1, withscores=True)
+    beats = {_s(c): float(score) for c, score in ranked}
     consumers = set(beats) | {_s(c) for c in client.hkeys(CONSUMERS_META)}
     out: list[HeldChunk] = []
     for consumer in sorted(consumers):

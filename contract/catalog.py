@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from producer.spec import Catalog
+from contract.spec import Catalog
 
 
 def scan_model_dir(root: Path) -> Catalog:

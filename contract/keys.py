@@ -15,7 +15,7 @@ All keys start with ``assetq:``. Batch state (expiring after ``result_ttl_s``):
 * ``batches``, ``deadletters``  sorted sets of batch ids by time
 * ``results`` stream       one entry per asset whose status changed: ``batch``, ``asset``, ``status``
 
-Delivery (``config/broker.py``, ``worker/leases.py``):
+Delivery (``contract/broker.py``, ``worker/leases.py``):
 
 * ``wake:<queue>``         list of wake-up tokens: pushed with every message, blocked on by idle workers
 * ``consumers``            sorted set: consumer id -> its last heartbeat (Redis server time)

@@ -1,4 +1,4 @@
-"""The job spec: the contract between producers and workers.
+"""The job spec, as producers validate it and workers check it again.
 
 The ``tasks`` block takes the shape of Immich's machine-learning request
 (``{task: {type: {modelName, options}}}``), so a server that already builds
@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from contract.errors import SpecError
+from contract.names import Status
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@=+-]{0,199}$"
 BatchId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
@@ -302,23 +305,7 @@ def new_batch_id() -> str:
     return uuid.uuid4().hex
 
 
-# --- errors ----------------------------------------------------------------------
-
-
-class SpecError(ValueError):
-    """An invalid spec; ``errors`` are ``(field path, message)`` pairs."""
-
-    def __init__(self, errors: list[tuple[str, str]]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(f"{loc}: {msg}" for loc, msg in errors))
-
-    @classmethod
-    def from_validation(cls, e: ValidationError) -> SpecError:
-        out = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(spec)"
-            out.append((loc, err["msg"].removeprefix("Value error, ")))
-        return cls(out)
+__all__ = ["Catalog", "JobSpec", "SpecError", "Status", "Tasks", "check_models", "parse_spec", "parse_tasks"]
 
 
 def parse_spec(data: Any) -> JobSpec:
@@ -332,7 +319,7 @@ def parse_tasks(data: Any) -> Tasks:
     try:
         return Tasks.model_validate(data)
     except ValidationError as e:
-        raise SpecError([(f"tasks.{loc}", msg) for loc, msg in SpecError.from_validation(e).errors]) from None
+        raise SpecError.from_validation(e, prefix="tasks.") from None
 
 
 Catalog = dict[str, dict[str, set[str]]]  # task -> type -> installed model names
@@ -353,6 +340,3 @@ def check_models(tasks: Tasks, catalog: Catalog) -> None:
             errors.append((field, f"model {name!r} is not installed for {task_dir}/{type_}; installed: {listed}"))
     if errors:
         raise SpecError(errors)
-
-
-Status = Literal["ok", "skipped", "failed"]

@@ -11,8 +11,8 @@ from typing import Any
 
 import redis
 
-from producer.spec import Catalog
-from producer.store import key
+from contract.spec import Catalog
+from contract.store import key
 
 HEARTBEAT_TTL_S = 60
 

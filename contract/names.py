@@ -1,0 +1,29 @@
+"""Names both sides use: tasks and model types (Immich's), and result statuses."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+
+class Task(StrEnum):
+    """A job-spec task (the keys of ``tasks``), named as in Immich's machine-learning requests."""
+
+    FACIAL_RECOGNITION = "facial-recognition"
+    OCR = "ocr"
+    CLIP = "clip"
+    ZERO_SHOT = "zero-shot"
+
+
+class ModelType(StrEnum):
+    """A step of a task (``tasks.<task>.<type>``), and the model directory below the model name."""
+
+    DETECTION = "detection"
+    RECOGNITION = "recognition"
+    CLASSIFICATION = "classification"
+    VISUAL = "visual"
+    TEXTUAL = "textual"
+
+
+Status = Literal["ok", "skipped", "failed"]
+FINAL_STATUSES: tuple[Status, ...] = ("ok", "skipped")  # an asset in one of these is done for good
