@@ -12,9 +12,9 @@ from typing import Any
 
 import redis
 
-from contract.store import key
+from contract.keys import METRICS
 
-METRICS_KEY = key("metrics")
+METRICS_KEY = METRICS
 
 
 def record_chunk(client: redis.Redis, results: Iterable[dict[str, Any]]) -> None:
@@ -39,6 +39,13 @@ _COUNTERS = (
     ("assets", "assetq_assets_total", "status", "Asset processings, by status (a redelivered asset counts again)."),
     ("skipped", "assetq_skipped_total", "kind", "Skipped assets, by reason."),
     ("deadletters", "assetq_deadletters_total", "kind", "Chunks dead-lettered, by reason."),
+    (
+        "recovered",
+        "assetq_recovered_deliveries_total",
+        "reason",
+        "Deliveries a dead worker held, put back on their queue by a live one (lease_expired, process_gone, "
+        "unclaimed_fetch).",
+    ),
 )
 
 

@@ -213,7 +213,8 @@ def cmd_status(a: argparse.Namespace) -> int:
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return EXIT_ERROR
-    print(json.dumps(st, indent=2))
+    # Chunks in flight, and any a dead worker held that wait to be put back (worker_dead_after_s).
+    print(json.dumps({**st, "held": p.held(a.batch)}, indent=2))
     return EXIT_OK
 
 

@@ -10,7 +10,7 @@ import redis
 from celery import Celery
 
 from config import Settings, get_settings
-from contract.broker import transport_for
+from contract.broker import held_chunks, transport_for
 from contract.catalog import merge, scan_model_dir
 from contract.fleet import WorkerRegistry
 from contract.payload import PROCESS_CHUNK, ChunkPayload
@@ -220,6 +220,26 @@ class Producer:
         if st is None:
             raise KeyError(f"unknown batch {batch_id!r} (expired or never submitted)")
         return st
+
+    def held(self, batch_id: str) -> dict[str, Any]:
+        """This batch's chunks that workers hold now, and those waiting on a dead worker to be put back.
+
+        A chunk held by a consumer past ``worker_dead_after_s`` without a heartbeat waits for a live
+        worker's sweep (about a second once one runs); ``no_heartbeat_s`` says for how long it has.
+        """
+        held = [h for h in held_chunks(self.redis, self.settings.worker_dead_after_s) if h.batch_id == batch_id]
+        return {
+            "chunks_held": len(held),
+            "waiting_for_recovery": [
+                {
+                    "chunk_id": h.chunk_id,
+                    "consumer": h.consumer,
+                    "no_heartbeat_s": None if h.heartbeat_age_s is None else round(h.heartbeat_age_s, 1),
+                }
+                for h in held
+                if h.dead
+            ],
+        }
 
     def results(self, batch_id: str) -> list[dict[str, Any]]:
         return sorted(self.store.iter_results(batch_id), key=lambda r: r["asset_id"])
