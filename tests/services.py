@@ -156,10 +156,13 @@ class WorkerProcess:
     concurrency: int = 1
     log: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="assetq-worker-", suffix=".log")[1]))
     proc: subprocess.Popen[bytes] | None = None
+    # Run under this command (e.g. ``unshare --pid --fork``: a process namespace of its own, as on another machine).
+    wrapper: list[str] = field(default_factory=list)
 
     def start(self, wait_ready: bool = True) -> WorkerProcess:
         env = {**os.environ, **S3_ENV, **self.env, "PYTHONUNBUFFERED": "1"}
         cmd = [
+            *self.wrapper,
             sys.executable,
             "-m",
             "producer.cli",

@@ -95,8 +95,14 @@ class LeasedFetch:
         pool.connection_kwargs["socket_timeout"] = LEASE_SOCKET_TIMEOUT_S
         return Lease(chan.Client(connection_pool=pool), float(self.worker_dead_after_s), lambda: chan.active_queues)
 
-    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
-        ret = super().basic_consume(queue, *args, **kwargs)  # type: ignore[misc]
+    @cached_property
+    def _no_ack_queues(self) -> set[str]:
+        return set()
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        # Consumers without acks (Celery's control replies) take messages at most once: never held.
+        (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
+        ret = super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
         self.lease.start()
         return ret
 
@@ -146,8 +152,11 @@ class LeasedFetch:
             log.error("a message on %s is not a kombu message; kept raw under assetq:unreadable", source)
             self.lease.set_aside(fid, raw)
             return False
-        self.lease.hold(message["properties"]["delivery_tag"], fid)
         queue = shared.queue_of(source)
+        if queue in self._no_ack_queues:
+            self.lease.forget(fid)
+        else:
+            self.lease.hold(message["properties"]["delivery_tag"], fid)
         chan._queue_cycle.rotate(queue)
         chan.connection._deliver(message, queue)
         return True

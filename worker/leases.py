@@ -269,6 +269,10 @@ class Lease:
         with self._tags_lock:
             self._tags[delivery_tag] = fetch_id
 
+    def forget(self, fetch_id: str) -> None:
+        """A message taken for a consumer without acks: it is not held once handed over."""
+        until_accepted(lambda: self.r.hdel(self.held, fetch_id), "forgetting a message taken without ack")
+
     def ack(self, delivery_tag: str) -> None:
         """Done with a message: it is no longer held (an ack or a reject without requeue)."""
         fid = self._release(delivery_tag)
@@ -304,20 +308,23 @@ class Lease:
                 atexit.register(self.close)
 
     def _run(self) -> None:
-        next_beat = time.monotonic() + self.heartbeat_s
-        while not self._stop.wait(SWEEP_INTERVAL_S):
+        next_beat = time.monotonic()
+        while True:  # the first sweep at once: a worker restarted after a crash recovers its predecessor's work
             try:
+                found = []
                 if time.monotonic() >= next_beat:
                     self._beat()
+                    found += self.reclaim_unclaimed()
                     next_beat = time.monotonic() + self.heartbeat_s
-                found = self.sweep()
-                found += self.reclaim_unclaimed()
+                found += self.sweep()
                 if found:
                     self.on_recovered(found)
             except redis.RedisError as e:
                 log.debug("lease heartbeat/sweep failed: %s", e)
             except Exception:  # the thread must outlive any bug, or this worker would be declared dead
                 log.exception("lease heartbeat/sweep failed")
+            if self._stop.wait(SWEEP_INTERVAL_S):
+                return
 
     def _beat(self) -> None:
         meta = {
