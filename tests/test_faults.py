@@ -389,29 +389,7 @@ def test_a_chunk_stuck_past_the_hard_time_limit_is_requeued_then_isolated(scene:
     assert w.proc is not None and w.proc.poll() is None, w.tail()
 
 
-# --- 5. two workers on one queue, one of them killed again and again ------------------------------
-
-
-def test_two_workers_one_killed_repeatedly(scene: Scene) -> None:
-    photos = scene.photos
-    env = scene.env(fault_delay_s=0.8, max_deliveries=5)
-    scene.worker(env)
-    victim = scene.worker(env)
-    p = producer_for(env)
-    batch = p.submit(scene.spec())
-    kills = 0
-    while kills < 3 and done(p, batch) < 40:
-        # two chunks in flight: each worker runs one task at a time, so the victim is mid-task
-        wait_until(lambda: len(chunks_in_flight(p.redis, batch)) >= 2, 60, "both workers busy")
-        victim.kill()
-        kills += 1
-        victim = scene.worker(env)
-    scene.wait(p, batch, 120)
-
-    assert kills >= 2, kills
-    out = scene.check(p, batch, max_processed=1 + kills)
-    assert sum(out.attempts.values()) >= len(photos.ids) + kills  # killed tasks came back and finished
-    assert sum(out.processed.values()) <= len(photos.ids) + kills * CHUNK
+# --- 5. two workers, one killed again and again: tests/test_worker_death.py ------------------------------
 
 
 # --- 6. messages that are not valid tasks ------------------------------------------------------------

@@ -57,6 +57,7 @@ from worker.backoff import until_accepted
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
+MIN_REDIS_MAJOR = 7  # scripts that declare themselves (#!lua), refused whole when Redis cannot write
 # Longest heartbeat interval; shorter when worker_dead_after_s is small.
 MAX_HEARTBEAT_S = 5.0
 # A sweeper that has not reached Redis for this long renews every lease instead of judging.
@@ -302,6 +303,9 @@ class Lease:
     def start(self) -> None:
         with self._lock:
             if self._thread is None:
+                version = str(self.r.info("server").get("redis_version", "0"))
+                if int(version.split(".")[0]) < MIN_REDIS_MAJOR:
+                    raise RuntimeError(f"assetq needs Redis >= {MIN_REDIS_MAJOR}.0 (#!lua scripts), not {version}")
                 self._beat()
                 self._thread = threading.Thread(target=self._run, name="assetq-lease", daemon=True)
                 self._thread.start()
