@@ -25,6 +25,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
+from contract.connection import text
 from contract.keys import CONSUMERS, CONSUMERS_META, held_key, wake_key
 
 # Wake tokens kept per queue: enough to wake a fleet at once, bounded when nobody consumes.
@@ -111,8 +112,8 @@ def held_chunks(client: redis.Redis, dead_after_s: float) -> list[HeldChunk]:
     clock: Any = client.time()
     now = float(clock[0]) + float(clock[1]) / 1e6
     ranked: Any = client.zrange(CONSUMERS, 0, -1, withscores=True)
-    beats = {_s(c): float(score) for c, score in ranked}
-    consumers = set(beats) | {_s(c) for c in client.hkeys(CONSUMERS_META)}
+    beats = {text(c): float(score) for c, score in ranked}
+    consumers = set(beats) | {text(c) for c in client.hkeys(CONSUMERS_META)}
     out: list[HeldChunk] = []
     for consumer in sorted(consumers):
         age = now - beats[consumer] if consumer in beats else None
@@ -121,9 +122,5 @@ def held_chunks(client: redis.Redis, dead_after_s: float) -> list[HeldChunk]:
             source, _, message = value.partition(b"\n")
             batch, chunk = chunk_of(message)
             dead = age is None or age > dead_after_s
-            out.append(HeldChunk(consumer, _s(fid), queue_of(_s(source)), batch, chunk, age, dead))
+            out.append(HeldChunk(consumer, text(fid), queue_of(text(source)), batch, chunk, age, dead))
     return out
-
-
-def _s(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)

@@ -11,8 +11,9 @@ from typing import Any
 
 import redis
 
+from contract.connection import text
+from contract.keys import key
 from contract.spec import Catalog
-from contract.store import key
 
 HEARTBEAT_TTL_S = 60
 
@@ -33,7 +34,7 @@ class WorkerRegistry:
         for k in self.r.scan_iter(match=key("worker", "*"), count=200):
             raw = self.r.get(k)
             if raw:
-                name = (k.decode() if isinstance(k, bytes) else k).removeprefix(key("worker", ""))
+                name = text(k).removeprefix(key("worker", ""))
                 out[name] = json.loads(raw)
         return out
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 
+from contract.connection import text
 from contract.keys import METRICS
 
 METRICS_KEY = METRICS
@@ -50,7 +51,7 @@ _COUNTERS = (
 
 
 def render(client: redis.Redis) -> str:
-    raw = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in client.hgetall(METRICS_KEY).items()}
+    raw = {text(k): float(v) for k, v in client.hgetall(METRICS_KEY).items()}
     lines: list[str] = []
     for prefix, name, label, help_text in _COUNTERS:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]

@@ -20,6 +20,8 @@ from typing import Any
 
 import redis
 
+from config import Settings
+from contract.connection import redis_client, text
 from contract.keys import PREFIX, key
 
 __all__ = ["PREFIX", "BatchStore", "key"]
@@ -100,6 +102,16 @@ class BatchStore:
         self._reopen = self.r.register_script(_REOPEN)
         self._stage = self.r.register_script(_STAGE)
 
+    @classmethod
+    def from_settings(cls, settings: Settings, client: redis.Redis | None = None) -> BatchStore:
+        """The store as ``settings`` configure it (on ``client``, or a new connection)."""
+        return cls(
+            client or redis_client(settings),
+            settings.result_ttl_s,
+            settings.results_stream,
+            settings.results_stream_maxlen,
+        )
+
     # -- batches ----------------------------------------------------------------------
     def create_batch(
         self, batch_id: str, assets: list[dict[str, Any]], tasks: dict[str, Any], output: dict[str, Any]
@@ -134,7 +146,7 @@ class BatchStore:
         raw = self.r.hgetall(key("batch", batch_id))
         if not raw:
             return None
-        h = {_s(k): _s(v) for k, v in raw.items()}
+        h = {text(k): text(v) for k, v in raw.items()}
         total, ok, skipped, failed = (int(h.get(f, 0)) for f in ("total", "ok", "skipped", "failed"))
         done = ok + skipped + failed
         return {
@@ -151,7 +163,7 @@ class BatchStore:
         }
 
     def batch_meta(self, batch_id: str) -> dict[str, Any]:
-        h = {_s(k): _s(v) for k, v in self.r.hgetall(key("batch", batch_id)).items()}
+        h = {text(k): text(v) for k, v in self.r.hgetall(key("batch", batch_id)).items()}
         return {"tasks": json.loads(h.get("tasks", "{}")), "output": json.loads(h.get("output", "{}"))}
 
     def assets(self, batch_id: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
@@ -160,10 +172,10 @@ class BatchStore:
         return [json.loads(v) for v in raw if v is not None]
 
     def statuses(self, batch_id: str) -> dict[str, str]:
-        return {_s(k): _s(v) for k, v in self.r.hgetall(key("batch", batch_id, "status")).items()}
+        return {text(k): text(v) for k, v in self.r.hgetall(key("batch", batch_id, "status")).items()}
 
     def recent_batches(self, limit: int = 20) -> list[str]:
-        return [_s(b) for b in self.r.zrevrange(key("batches"), 0, limit - 1)]
+        return [text(b) for b in self.r.zrevrange(key("batches"), 0, limit - 1)]
 
     # -- results ---------------------------------------------------------------------
     def stage(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -241,15 +253,12 @@ class BatchStore:
             self.r.expire(k, self.ttl_s)
 
     def dead_letters(self, batch_id: str) -> dict[str, dict[str, Any]]:
-        return {_s(k): json.loads(v) for k, v in self.r.hgetall(key("deadletter", batch_id)).items()}
+        return {text(k): json.loads(v) for k, v in self.r.hgetall(key("deadletter", batch_id)).items()}
 
     def remove_dead_letters(self, batch_id: str, entry_ids: list[str]) -> None:
         if entry_ids:
             self.r.hdel(key("deadletter", batch_id), *entry_ids)
 
     def dead_letter_batches(self) -> list[str]:
-        return [_s(b) for b in self.r.zrevrange(key("deadletters"), 0, -1) if self.r.exists(key("deadletter", _s(b)))]
-
-
-def _s(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+        batches = [text(b) for b in self.r.zrevrange(key("deadletters"), 0, -1)]
+        return [b for b in batches if self.r.exists(key("deadletter", b))]

@@ -12,6 +12,7 @@ from celery import Celery
 from config import Settings, get_settings
 from contract.broker import held_chunks, transport_for
 from contract.catalog import merge, scan_model_dir
+from contract.connection import redis_client
 from contract.fleet import WorkerRegistry
 from contract.payload import PROCESS_CHUNK, ChunkPayload
 from contract.spec import Catalog, JobSpec, SpecError, check_models, parse_spec
@@ -47,12 +48,8 @@ class Producer:
     ) -> None:
         base = settings or get_settings()
         self.settings = base.model_copy(update={"redis_url": redis_url}) if redis_url else base
-        self.redis = redis.Redis.from_url(
-            self.settings.redis_url, health_check_interval=30, socket_connect_timeout=5, retry_on_timeout=True
-        )
-        self.store = BatchStore(
-            self.redis, self.settings.result_ttl_s, self.settings.results_stream, self.settings.results_stream_maxlen
-        )
+        self.redis = redis_client(self.settings)
+        self.store = BatchStore.from_settings(self.settings, self.redis)
         self.workers = WorkerRegistry(self.redis)
         self.check_models = check_models
         self._celery: Celery | None = None

@@ -46,11 +46,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import redis
 
 from contract.broker import PRIORITY_SEP, WAKE_TOKENS_MAX
+from contract.connection import text
 from contract.keys import CONSUMERS, CONSUMERS_META, HELD_PREFIX, METRICS, WAKE_PREFIX, held_key
 from worker.backoff import until_accepted
 
@@ -264,7 +265,7 @@ class Lease:
         got = self._fetch(keys=[self.held, *lists], args=[fid])
         if not got:
             return None
-        return _s(got[0]), got[1], fid
+        return text(got[0]), got[1], fid
 
     def hold(self, delivery_tag: str, fetch_id: str) -> None:
         with self._tags_lock:
@@ -356,14 +357,15 @@ class Lease:
         self._last_ok = time.monotonic()
         if cut_off:
             log.warning("Redis was out of reach for a while: every consumer's lease renewed, none judged")
-        return [Recovered(_s(raw[i]), _s(raw[i + 1]), _s(raw[i + 2]), _s(raw[i + 3])) for i in range(0, len(raw), 4)]
+        fields = [text(v) for v in raw]
+        return [Recovered(*fields[i : i + 4]) for i in range(0, len(fields), 4)]
 
     def _local_dead(self) -> list[str]:
         if self.node is None:
             return []
         dead = []
         for cid, raw in self.r.hgetall(CONSUMERS_META).items():
-            consumer = _s(cid)
+            consumer = text(cid)
             if consumer == self.id:
                 continue
             try:
@@ -380,7 +382,7 @@ class Lease:
             known = set(self._tags.values())
         found = []
         for raw in self.r.hkeys(self.held):
-            fid = _s(raw)
+            fid = text(raw)
             if fid in known or time.time() - _fetched_at(fid) < self.dead_after_s:
                 continue
             if self._requeue(keys=[self.held], args=[fid, 0]):
@@ -410,7 +412,3 @@ def _log_recovered(found: list[Recovered]) -> None:
             r.reason.replace("_", " "),
             r.chunk or f"message {r.fetch_id}",
         )
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)

@@ -20,7 +20,8 @@ from collections.abc import Iterable
 
 import redis
 
-from contract.store import key
+from contract.connection import text
+from contract.keys import key
 
 DELIVERIES = "deliveries"
 FIRST_FAILED_AT = "first_failed_at"
@@ -76,4 +77,4 @@ def count_assets(r: redis.Redis, batch_id: str, counter: str, asset_ids: Iterabl
 def asset_counts(r: redis.Redis, batch_id: str, counter: str) -> dict[str, int]:
     """``batch:<id>:<counter>`` as a dict (for operators and tests)."""
     raw = r.hgetall(key("batch", batch_id, counter))
-    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+    return {text(k): int(v) for k, v in raw.items()}

@@ -37,10 +37,8 @@ def _main_process_store() -> BatchStore:
     with _store_lock:
         if _store is None:
             from config import get_settings
-            from worker.worker_runtime import redis_client
 
-            s = get_settings()
-            _store = BatchStore(redis_client(s), s.result_ttl_s, s.results_stream, s.results_stream_maxlen)
+            _store = BatchStore.from_settings(get_settings())
         return _store
 
 
