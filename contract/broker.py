@@ -25,6 +25,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
+from config import Settings
 from contract.connection import text
 from contract.keys import CONSUMERS, CONSUMERS_META, held_key, wake_key
 
@@ -69,6 +70,21 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+def celery_wire_config(settings: Settings, transport: str | None) -> dict[str, Any]:
+    """The Celery settings producers and workers must share to talk over the broker."""
+    return {
+        "broker_url": settings.broker,
+        "broker_transport": transport,
+        "task_serializer": "json",
+        "accept_content": ["json"],  # never unpickle what arrives on the wire
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_default_queue": settings.queue,
+        "task_create_missing_queues": True,
+        "broker_connection_retry_on_startup": True,
+    }
 
 
 def transport_for(broker_url: str, transport: str = TRANSPORT) -> str | None:

@@ -10,7 +10,7 @@ import redis
 from celery import Celery
 
 from config import Settings, get_settings
-from contract.broker import held_chunks, transport_for
+from contract.broker import celery_wire_config, held_chunks, transport_for
 from contract.catalog import merge, scan_model_dir
 from contract.connection import redis_client
 from contract.fleet import WorkerRegistry
@@ -23,15 +23,9 @@ CATALOG_TTL_S = 10.0  # how long a fetched model catalog is trusted (workers hea
 
 def celery_client(settings: Settings) -> Celery:
     """A Celery app for sending only: same broker and serializer as the workers."""
-    app = Celery("assetq-producer", broker=settings.broker, set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        # Publishes a wake-up token with every message, for idle workers (contract/broker.py).
-        broker_transport=transport_for(settings.broker),
-        broker_connection_retry_on_startup=True,
-        task_create_missing_queues=True,
-    )
+    app = Celery("assetq-producer", set_as_current=False)
+    # The transport publishes a wake-up token with every message, for idle workers (contract/broker.py).
+    app.conf.update(celery_wire_config(settings, transport_for(settings.broker)))
     return app
 
 

@@ -13,7 +13,9 @@ from typing import Any
 from celery import Celery, signals
 
 from config import Settings, get_settings
+from contract.broker import celery_wire_config
 from worker.broker import transport_for
+from worker.tasks import refused
 
 log = logging.getLogger(__name__)
 
@@ -22,20 +24,19 @@ def celery_config(s: Settings) -> dict[str, Any]:
     transport = {
         # Leases, not a visibility timeout, return what a dead worker held (worker/broker.py).
         "worker_dead_after_s": s.worker_dead_after_s,
+        # Take from the queues in -Q order (interactive first, worker/launch.py), not round robin:
+        # per priority step, an interactive chunk is fetched before any waiting bulk chunk.
+        "queue_order_strategy": "priority",
         "socket_connect_timeout": 5,
         "retry_on_timeout": True,
         "health_check_interval": 30,
     }
     return {
-        "broker_url": s.broker,
+        # What producers use too (JSON only, never unpickle); the transport is the workers' own:
         # kombu's Redis transport with atomic fetch and leases (broker.py).
-        "broker_transport": transport_for(s.broker),
+        **celery_wire_config(s, transport_for(s.broker)),
         "result_backend": None,  # results go to assetq's own store, not Celery's backend
         "task_ignore_result": True,
-        "task_serializer": "json",
-        "accept_content": ["json"],  # never unpickle what arrives on the wire
-        "result_accept_content": ["json"],
-        "event_serializer": "json",
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
@@ -43,10 +44,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_soft_time_limit": s.soft_time_limit_s,
         "task_time_limit": s.time_limit_s,
         "broker_transport_options": transport,
-        "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # keep reconnecting while Redis restarts
-        "task_default_queue": s.queue,
-        "task_create_missing_queues": True,
         "worker_send_task_events": True,  # Flower sees tasks
         "task_send_sent_event": True,
         "worker_max_tasks_per_child": s.worker_max_tasks_per_child or None,
@@ -61,8 +59,10 @@ def celery_config(s: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None) -> Celery:
     s = settings or get_settings()
-    app = Celery("assetq", set_as_current=True)
+    # The task module is named, not imported here: it imports this module (one way only).
+    app = Celery("assetq", set_as_current=True, include=["worker.tasks.process"])
     app.conf.update(celery_config(s))
+    refused.install(app)  # keep messages Celery refuses before any task runs as dead letters
     return app
 
 
@@ -101,6 +101,3 @@ def _ready(sender: Any = None, **_: Any) -> None:
     if settings.preload and not pool_module.endswith("prefork"):
         get_runtime().preload_installed()  # solo/threads pools have no child processes to init
     start_heartbeat(settings, getattr(sender, "hostname", None) or os.environ.get("ASSETQ_NODE", "worker"))
-
-
-import worker.tasks.process  # noqa: E402,F401  -- registers the tasks on ``app``

@@ -49,7 +49,6 @@ from worker.backoff import WRITE_REFUSED, backoff_s
 from worker.pipeline.errors import TransientError
 from worker.sinks import write_all
 from worker.tasks import deliveries as dl
-from worker.tasks import refused
 from worker.tasks.deadletter import dead_letter_chunk, dead_letter_invalid
 
 log = logging.getLogger(__name__)
@@ -214,5 +213,3 @@ def _poison(
     redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
     return {"batch_id": batch_id, "chunk_id": chunk_id, "dead_lettered": "poison"}
 
-
-refused.install(app)

@@ -88,7 +88,7 @@ class DeadLetterUndecodable(bootsteps.Step):
 
 
 def install(app: Celery) -> None:
-    """Connect the hooks to ``app``'s workers (called once, when the task module is imported)."""
+    """Connect the hooks to ``app``'s workers (``worker.app.create_app`` calls it once)."""
     signals.task_rejected.connect(_on_rejected, weak=False)
     signals.task_unknown.connect(_on_unknown, weak=False)
     app.steps["consumer"].add(DeadLetterUndecodable)

@@ -1,0 +1,58 @@
+"""The layers the README describes, checked in fresh interpreters: what each part may import.
+
+* the core (``worker/pipeline``, ``worker/models``) imports no Celery, kombu or Redis client;
+* ``contract`` imports neither side (no ``producer``, no ``worker``);
+* the producer imports no worker code and no onnxruntime;
+* importing a package's ``__init__`` costs nothing heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def modules_of(package: str) -> list[str]:
+    root = REPO / package.replace(".", "/")
+    return sorted(
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__") for p in root.rglob("*.py")
+    )
+
+
+def loaded_after(imports: list[str]) -> set[str]:
+    """Top-level packages in sys.modules after importing ``imports`` in a fresh interpreter."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {imports!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("package", ["worker.pipeline", "worker.models"])
+def test_the_core_imports_no_celery_kombu_or_redis(package: str) -> None:
+    loaded = loaded_after(modules_of(package))
+    assert not loaded & {"celery", "kombu", "redis", "billiard"}, sorted(loaded & {"celery", "kombu", "redis"})
+
+
+def test_the_contract_imports_neither_side() -> None:
+    loaded = loaded_after(modules_of("contract"))
+    assert not loaded & {"producer", "worker", "cli", "onnxruntime"}, sorted(loaded & {"producer", "worker"})
+
+
+def test_the_producer_imports_no_worker_code_and_no_onnxruntime() -> None:
+    loaded = loaded_after(["producer", "producer.client"])
+    assert not loaded & {"worker", "onnxruntime", "cv2"}, sorted(loaded & {"worker", "onnxruntime", "cv2"})
+
+
+@pytest.mark.parametrize("package", ["contract", "producer", "config"])
+def test_package_inits_import_nothing_heavy(package: str) -> None:
+    loaded = loaded_after([package])
+    assert not loaded & {"celery", "kombu", "redis", "onnxruntime", "numpy", "cv2"}, package
