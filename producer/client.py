@@ -245,17 +245,30 @@ class Producer:
         poll_s: float = 0.5,
         progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
+        """Until the batch is complete: follows the results stream (a blocking read), not a poll.
+
+        ``poll_s`` bounds each blocking read, so the status is read again at least that often
+        (progress callbacks, and a Redis that restarted and lost nothing but the stream position).
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        st: dict[str, Any] | None = None
         while True:
             try:
+                # Where the stream is now, then the status: anything recorded after this read wakes us.
+                last: Any = self.redis.xrevrange(self.settings.results_stream, count=1)
+                seen = last[0][0] if last else "0-0"
                 st = self.status(batch_id)
-            except redis.ConnectionError:
-                st = None  # Redis restarting: keep waiting, the client reconnects by itself
-            if st is not None:
                 if progress:
                     progress(st)
                 if st["complete"]:
                     return st
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"batch {batch_id} not complete after {timeout_s}s: {st}")
-            time.sleep(poll_s)
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                block_s = poll_s if deadline is None else max(0.001, min(poll_s, deadline - time.monotonic()))
+                self.redis.xread({self.settings.results_stream: seen}, count=1, block=max(1, int(block_s * 1000)))
+            except redis.ConnectionError:
+                # Redis restarting: keep waiting, the client reconnects by itself.
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                time.sleep(min(poll_s, 0.5))
+        raise TimeoutError(f"batch {batch_id} not complete after {timeout_s}s: {st}")
