@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
@@ -103,7 +103,8 @@ class LeasedFetch:
         # Consumers without acks (Celery's control replies) take messages at most once: never held.
         (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
         ret = super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
-        self.lease.start()
+        if queue not in cast(Any, self)._fanout_queues:  # fanout (events, control) is pub/sub: nothing to hold
+            self.lease.start()
         return ret
 
     def _lists(self, queues: list[str]) -> list[str]:
