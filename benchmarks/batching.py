@@ -1,4 +1,4 @@
-"""Batching gain: a batchable step run through the pipeline batched vs one item at a time,
+"""Section "batching": a batchable step run through the pipeline batched vs one item at a time,
 next to the raw model's own gain (onnxruntime alone, batch 16 vs batch 1) measured in the same run.
 
 "Kept" compares the two speed-ups. Two readings are printed: the ratio of
@@ -10,6 +10,7 @@ gain is small. The pipeline is timed on the step itself (the step's own
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -19,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import Run, State, table
 from worker.models.base import RuntimeOptions, onnxruntime_session
-from worker.pipeline.image import DecodedImage
-from worker.pipeline.run import Limits, Pipeline, plan_for
-from worker.runtime import Runtime
+from worker.models.registry import model_class
+from worker.pipeline.image import DecodedImage, decode_image
+from worker.pipeline.run import Limits, Pipeline, decode_min_side, plan_for
+from worker.runtime import Engine, limits, runtime_options
 
 RAW_BATCH = 16
 
@@ -90,7 +93,7 @@ def raw_gain(
 
 
 def pipeline_gain(
-    runtime: Runtime,
+    runtime: Engine,
     images: list[DecodedImage],
     tasks: dict[str, Any],
     step_label: str,
@@ -121,3 +124,137 @@ def pipeline_gain(
         for p in pipes:
             p.close()
     return one, batched, items[0]
+
+
+def section(run: Run, state: State) -> None:
+    """The gain of face recognition, text-line recognition and CLIP, on the headline's recorded runtime."""
+    assert state.inproc is not None, "the batching section measures the headline's runtime"
+    runtime = state.inproc.runtime
+    assert isinstance(runtime, Engine)  # the recorded runner is one process, never a pool
+    photos, all_photos = state.photos, state.all_photos
+    env, rounds = run.env, run.sizes.batching_rounds
+    settings = run.settings()
+    base = limits(settings)
+    opts = runtime_options(settings)
+
+    def decoded(paths: Sequence[Path], tasks: dict[str, Any]) -> list[Any]:
+        side = decode_min_side(plan_for(tasks, runtime.cache), base, runtime.cache.model_dir)
+        return [decode_image(p.read_bytes(), base.max_pixels, side) for p in paths]
+
+    def gain(
+        label: str,
+        images: list[Any],
+        tasks: dict[str, Any],
+        model: tuple[str, str, str],
+        batch_field: str,
+        count: Callable[[list[dict[str, Any]]], int],
+        item_shape: tuple[int, ...] | None = None,
+    ) -> BatchGain:
+        """``model``'s step through the pipeline one item at a time vs batched, next to the bare session."""
+        task, type_, name = model
+        # Batched at the raw model's batch size, so both gains are for the same batch.
+        one, many, n = pipeline_gain(
+            runtime,
+            images,
+            tasks,
+            f"{task}.{type_}",
+            count,
+            Limits(**{**base.__dict__, batch_field: 1}),
+            Limits(**{**base.__dict__, batch_field: RAW_BATCH}),
+            rounds,
+        )
+        path = env.model_dir / task / name / type_ / "model.onnx"
+        flush = bool(model_class(task, type_, name, env.model_dir).flush_denormals)
+        if item_shape is None:  # CLIP: the input size its pack declares
+            height, width = json.loads((path.parent / "preprocess_cfg.json").read_text())["size"]
+            item_shape = (3, height, width)
+        raw_one, raw_many = raw_gain(path, item_shape, opts, flush, rounds)
+        return BatchGain(label, n, one, many, raw_one, raw_many)
+
+    # The photos are repeated (as distinct assets) so each timing covers several batches, not one call.
+    faces_photo = next(p for p in all_photos if p.stem.startswith("players"))
+    face_tasks = env.tasks(ocr=False, clip=False)
+    gains = [
+        gain(
+            f"face recognition ({faces_photo.stem} x4)",
+            decoded([faces_photo] * 4, face_tasks),
+            face_tasks,
+            ("facial-recognition", "recognition", "buffalo_s"),
+            "face_batch_size",
+            lambda results: sum(len(r["faces"]) for r in results),
+            (3, 112, 112),
+        )
+    ]
+    text_photos = [p for p in all_photos if p.stem.startswith(("page", "eurotext", "players_8"))][:2] or photos[:1]
+    text_tasks = env.tasks(faces=False, clip=False)
+    text_tasks["ocr"]["recognition"]["options"] = {"minScore": 0.0}  # count every line read
+    gains.append(
+        gain(
+            "text-line recognition (" + ", ".join(p.stem for p in text_photos) + ", x2)",
+            decoded(text_photos * 2, text_tasks),
+            text_tasks,
+            ("ocr", "recognition", "PP-OCRv6_small"),
+            "text_batch_size",
+            lambda results: sum(len(r["ocr"]) for r in results),
+            (3, 48, 320),
+        )
+    )
+    if env.clip:
+        clip_tasks = {"clip": {"visual": {"modelName": env.clip}}}
+        images = decoded([all_photos[i % len(all_photos)] for i in range(16)], clip_tasks)
+        gains.append(
+            gain(
+                f"CLIP visual ({env.clip}, 16 images)",
+                images,
+                clip_tasks,
+                ("clip", "visual", env.clip),
+                "clip_batch_size",
+                len,
+            )
+        )
+    _print_gains(run, gains)
+
+
+def _print_gains(run: Run, gains: list[BatchGain]) -> None:
+    run.say("\n## Batching gain: through the pipeline vs the raw model (same run)\n")
+    rows = [
+        [
+            g.step,
+            g.items,
+            g.pipe_one_ms,
+            g.pipe_batched_ms,
+            f"{g.pipe_gain:.2f}x",
+            g.raw_one_ms,
+            g.raw_batched_ms,
+            f"{g.raw_gain:.2f}x",
+            f"{g.kept_ratio_pct:.0f}%",
+            "n/a" if np.isnan(g.kept_saving_pct) else f"{g.kept_saving_pct:.0f}%",
+        ]
+        for g in gains
+    ]
+    run.say(
+        table(
+            [
+                "step",
+                "items",
+                "pipeline ms/item, 1 at a time",
+                "batched",
+                "gain",
+                "raw ms/item B1",
+                f"B{RAW_BATCH}",
+                "raw gain",
+                "kept (gain ratio)",
+                "kept (share of saving)",
+            ],
+            rows,
+        )
+    )
+    run.say(
+        f"Pipeline batch sizes: {RAW_BATCH} (faces, text lines and CLIP, as the raw model's); "
+        f"sessions as configured (intra_op_threads={run.intra_op_threads or 'default'})."
+    )
+    run.ratios["batch_gain_kept_pct"] = min(g.kept_ratio_pct for g in gains)
+    run.notes.append(
+        "batch_gain_kept_pct is the smallest 'kept (gain ratio)' above: "
+        + ", ".join(f"{g.step.split(' (')[0]} {g.kept_ratio_pct:.0f}%" for g in gains)
+    )

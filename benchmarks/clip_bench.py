@@ -70,12 +70,12 @@ def bench_visual(model_dir: Path, name: str, images: list[DecodedImage], threads
     print("| mode | ms/image | images/s | vs one at a time |")
     print("|---|---:|---:|---:|")
     variants: dict[str, Callable[[], object]] = {
-        "one at a time (B=1)": lambda: [visual.run_chunk([im], {}, {"_maxBatch": 1}) for im in images]
+        "one at a time (B=1)": lambda: [visual.run_chunk([im], {}, {}, max_batch=1) for im in images]
     }
     for batch in (4, 16, 32):
 
         def whole_chunk(size: int = batch) -> object:
-            return visual.run_chunk(images, {}, {"_maxBatch": size})
+            return visual.run_chunk(images, {}, {}, max_batch=size)
 
         variants[f"chunk, batches of {batch}"] = whole_chunk
     rows = interleaved(repeats, variants)

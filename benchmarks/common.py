@@ -1,15 +1,117 @@
-"""Small helpers every benchmark section uses: clocks, process memory, tables."""
+"""What every benchmark section shares: the run's sizes and record, clocks, process memory, tables.
+
+``Run`` is what the sections print to and measure into (the summary reads it);
+``State`` is what they hand on to each other (the headline's runtime and worker).
+This module imports nothing heavy, so the command-line helpers that run in a
+process of their own (``benchmarks.unload``, ``benchmarks.loadtest``) can use it.
+"""
 
 from __future__ import annotations
 
 import gc
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from benchmarks.distributed import Deployment
+    from benchmarks.env import BenchEnv
+    from benchmarks.inprocess import InProcess
+    from benchmarks.roofline import SessionRecorder
+    from config.settings import Settings
+
+# The per-step columns of the timing tables: (``timings_ms`` key, column label).
+STEP_COLUMNS = (
+    ("decode", "decode"),
+    ("facial-recognition.detection", "face det"),
+    ("facial-recognition.recognition", "face rec"),
+    ("ocr.detection", "text det"),
+    ("ocr.recognition", "text rec"),
+    ("clip.visual", "CLIP"),
+    ("zero-shot.classifier", "zero-shot"),
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much of everything a run does (full or --quick)."""
+
+    photos_quick: bool
+    repeat: int  # assets = photos x repeat
+    rounds: int  # interleaved rounds of the headline configurations
+    batching_rounds: int
+    chunk_sizes: tuple[int, ...]
+    chunk_assets: int
+    face_counts: tuple[int, ...]
+    face_images: int
+    enqueue_jobs: int
+    memory_warm: int  # distinct photos run once before the "after warm-up" reading
+    memory_assets: int  # then this many more, all distinct and unseen
+    load_jobs: int
+    load_concurrency: int
+
+
+FULL = Sizes(False, 2, 3, 5, (1, 4, 16, 64), 64, (0, 1, 10, 50), 8, 10_000, 100, 2_000, 32, 4)
+QUICK = Sizes(True, 2, 1, 2, (1, 4, 16), 16, (0, 1, 10, 50), 2, 500, 20, 100, 8, 2)
+
+
+@dataclass
+class Run:
+    """Everything measured, for the summary."""
+
+    env: BenchEnv
+    sizes: Sizes
+    chunk_size: int
+    intra_op_threads: int
+    concurrency: int  # worker pool processes (distributed)
+    out: list[str] = field(default_factory=list)
+    measured: dict[str, Measured] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    recorded_images: int = 0  # images the roofline's session recorder saw
+
+    def say(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.out.append(text)
+
+    def settings(self, **overrides: Any) -> Settings:
+        from config.settings import Settings
+
+        base = {
+            "model_dir": self.env.model_dir,
+            "chunk_size": self.chunk_size,
+            "intra_op_threads": self.intra_op_threads,
+            "concurrency": self.concurrency,
+            "model_ttl_s": 0,
+        }
+        return Settings(**{**base, **overrides})
+
+
+@dataclass
+class State:
+    """What the sections hand on: the photo set, and what the headline leaves running for the next ones.
+
+    The headline's in-process runtime (recorded by ``recorder``) is measured
+    by the roofline and batching sections; its worker (``deployment``) serves
+    the load test, enqueue and memory sections. ``__main__`` closes both.
+    """
+
+    photos: list[Path]
+    all_photos: list[Path]  # the full photo set, even under --quick (the leads and batching pick from it)
+    with_distributed: bool = True  # whether the headline times the distributed configuration
+    inproc: InProcess | None = None
+    recorder: SessionRecorder | None = None
+    deployment: Deployment | None = None
+
+
+def progress(text: str) -> None:
+    """A progress line on stderr: not part of the report, which goes to stdout."""
+    print(f"  .. {text}", file=sys.stderr, flush=True)
 
 
 @dataclass

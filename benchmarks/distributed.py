@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import rss_mb
+from benchmarks.common import Run, rss_mb
 from config.settings import Settings
 from producer import Producer
-from tests.services import RedisServer, WorkerProcess
+from tools.testbed.services import RedisServer, WorkerProcess
 
 POLL_S = 0.02  # status poll while waiting for a batch: small next to a chunk's time
 BATCH_TIMEOUT_S = 1800.0
@@ -89,3 +89,10 @@ class Deployment:
 
     def worker_log(self, lines: int = 40) -> str:
         return self.worker.tail(lines) if self.worker else ""
+
+
+def start_worker(run: Run, photos: list[Path], chunk_size: int) -> Deployment:
+    """A redis-server and one worker with the run's settings, allowed to read the photo set's folder."""
+    return Deployment(
+        run.env.model_dir, [photos[0].parent], chunk_size, run.intra_op_threads, run.concurrency, run.env.work / "logs"
+    ).start()

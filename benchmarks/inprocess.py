@@ -11,11 +11,11 @@ from worker.local_processes import ProcessPool
 from worker.models.cache import ModelCache
 from worker.pipeline.fetch import Fetcher
 from worker.pipeline.run import Pipeline
-from worker.runtime import Runtime, limits, runtime_options
+from worker.runtime import Engine, limits, runtime_options
 
 
-def build_recorded_runtime(settings: Settings, recorder: SessionRecorder | None = None) -> Runtime:
-    """``worker.runtime.build_runtime(settings, local_paths_ok=True)``, with sessions wrapped by ``recorder``.
+def build_recorded_runtime(settings: Settings, recorder: SessionRecorder | None = None) -> Engine:
+    """``worker.runtime.build_engine(settings, local_paths_ok=True)``, with sessions wrapped by ``recorder``.
 
     The recorder adds one dictionary update per session call (microseconds);
     it is how the roofline knows the shapes and time of every call made.
@@ -23,15 +23,15 @@ def build_recorded_runtime(settings: Settings, recorder: SessionRecorder | None 
     factory = recorder.factory if recorder else None
     cache = ModelCache(settings.model_dir, runtime_options(settings), settings.model_ttl_s, session_factory=factory)
     fetcher = Fetcher(None, settings.max_image_bytes)
-    return Runtime(settings, cache, Pipeline(cache, fetcher, limits(settings)))
+    return Engine(settings, cache, Pipeline(cache, fetcher, limits(settings)))
 
 
 @dataclass
 class InProcess:
-    """``assetq run`` on warm sessions: a ``Runtime`` in this process, or a ``ProcessPool`` (``--concurrency``)."""
+    """``assetq run`` on warm sessions: an ``Engine`` in this process, or a ``ProcessPool`` (``--concurrency``)."""
 
     settings: Settings
-    runtime: Runtime | ProcessPool
+    runtime: Engine | ProcessPool
 
     def run(self, assets: list[dict[str, Any]], tasks: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
         from worker.local import run_local

@@ -9,7 +9,8 @@ submit the next. Latency is from ``submit`` to the batch being complete, as
 the client sees it (status polled every ``--poll-s``). The image paths must be
 readable by the workers (``file://`` URIs inside their ``ASSETQ_ALLOWED_ROOTS``,
 or ``s3://`` URIs given with ``--uris``). It prints throughput and latency
-percentiles, and one machine-readable line ``loadtest: ...``.
+percentiles, and one machine-readable line ``loadtest: ...``. ``section`` is the
+harness's "loadtest" section: a short run against the headline's worker.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.common import Run, State, progress, table
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".avif"}
 
@@ -128,6 +131,35 @@ def image_uris(paths: Sequence[str]) -> list[str]:
         files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
         out.extend(f.as_uri() for f in files)
     return out
+
+
+def section(run: Run, state: State) -> None:
+    """The harness's short load test: one-image jobs from concurrent clients, on the headline's worker."""
+    from benchmarks.photos import varied_small_photos
+
+    assert state.deployment is not None, "the load test drives the headline's worker"
+    photos = varied_small_photos(run.env.work, max(run.sizes.load_jobs, 8))
+    uris = [p.as_uri() for p in photos]
+    producer = state.deployment.producer()
+    progress(f"load test: {run.sizes.load_jobs} one-image jobs, {run.sizes.load_concurrency} clients")
+    result = run_load(producer, uris, run.env.tasks(), run.sizes.load_concurrency, run.sizes.load_jobs)
+    run.say("\n## Load test (benchmarks/loadtest.py against the same deployment, full job)\n")
+    run.say(
+        table(
+            ["clients", "jobs", "jobs/s", "p50 ms", "p95 ms", "p99 ms", "failed"],
+            [
+                [
+                    run.sizes.load_concurrency,
+                    result.jobs,
+                    result.jobs_per_s,
+                    result.percentile_ms(50),
+                    result.percentile_ms(95),
+                    result.percentile_ms(99),
+                    result.failed_jobs,
+                ]
+            ],
+        )
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,8 +66,7 @@ class NaiveRunner:
             upstream: Mapping[tuple[str, str], Any] = {
                 k: [outputs[k]] for k in (*model.depends_on, *model.runs_after) if k in outputs
             }
-            options = {**step.options, "_maxBatch": 1}
-            outputs[step.key] = model.run_chunk([image], upstream, options)[0]
+            outputs[step.key] = model.run_chunk([image], upstream, step.options, max_batch=1)[0]
             step_ms[step.label] = step_ms.get(step.label, 0.0) + (time.perf_counter() - t0) * 1000
         return outputs
 

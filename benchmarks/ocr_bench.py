@@ -25,7 +25,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests import ocr_data  # noqa: E402
+from tools.testbed import ocr_data  # noqa: E402
 from worker.models import text_recognition  # noqa: E402
 from worker.models.base import RuntimeOptions, onnxruntime_session  # noqa: E402
 from worker.models.ocr_geometry import crops_for  # noqa: E402
@@ -125,7 +125,7 @@ def detection_table(model_dir: Path, pack: str, threads: int, images: list[Decod
     # Same-shape batching: copies of one photo-sized image, one session call vs one per image.
     same = [images[2]] * 8
     single = best_time(repeats, lambda: [det.run_chunk([im], {}, {}) for im in same])
-    batched = best_time(repeats, lambda: det.run_chunk(same, {}, {"_maxBatch": 8}))
+    batched = best_time(repeats, lambda: det.run_chunk(same, {}, {}, max_batch=8))
     print(f"\n## detection batching: 8 images of the same shape {images[2].width}x{images[2].height}")
     print(f"{'mode':24s} {'ms/image':>9s} {'speed-up':>8s}")
     print(f"{'one image per call':24s} {1e3 * single / 8:9.1f} {1.0:7.2f}x")

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests import ocr_data  # noqa: E402
+from tools.testbed import ocr_data  # noqa: E402
 from worker.models.base import RuntimeOptions  # noqa: E402
 from worker.models.text_detection import PPOCRTextDetector  # noqa: E402
 from worker.models.text_recognition import PPOCRTextRecognizer  # noqa: E402

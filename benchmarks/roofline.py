@@ -1,4 +1,4 @@
-"""Roofline: FLOPs from the ONNX graphs, the machine's float32 GEMM rate, and what the job achieves.
+"""Section "roofline": FLOPs from the ONNX graphs, the machine's float32 GEMM rate, and what the job achieves.
 
 FLOPs count only the dense-algebra nodes (Conv, ConvTranspose, MatMul, Gemm),
 a multiply-add counted as 2. Shapes come from onnxruntime's symbolic shape
@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import Run, State, progress, ratio
+from benchmarks.common import table as markdown_table  # `table` here is the FLOP table of sustained_rate
 from worker.models.base import RuntimeOptions, Session, SessionFactory, onnxruntime_session
 
 DENSE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -249,3 +251,95 @@ def sustained_rate(
         t.join()
     wall = time.perf_counter() - t0
     return table.per_item(model_path, item_shape).flops * batch * sum(calls) / wall / 1e9
+
+
+def section(run: Run, state: State) -> None:
+    """FLOPs and rates of the headline's recorded in-process run, against the GEMM peak."""
+    from worker.runtime import runtime_options
+
+    recorder = state.recorder
+    assert recorder is not None, "the roofline reads the headline's recorded sessions"
+    progress("measuring the GEMM peak")
+    peak = gemm_peak()
+    measured = run.measured["inprocess"]
+    images = run.recorded_images
+    flop_table = FlopTable()
+    progress("counting FLOPs (symbolic shape inference per input shape)")
+    flops = recorder.flops(flop_table)
+    rows = []
+    total = 0.0
+    for path, log in sorted(recorder.logs.items(), key=lambda kv: -kv[1].seconds):
+        if not log.calls:
+            continue
+        per_image = flops[path] / images
+        total += per_image
+        rows.append(
+            [
+                _model_label(path, run.env.model_dir),
+                per_image / 1e9,
+                log.seconds * 1000 / images,
+                flops[path] / log.seconds / 1e9 if log.seconds else 0.0,
+                sum(log.items.values()) / images,
+            ]
+        )
+    dominant_path, dominant = max(recorder.logs.items(), key=lambda kv: kv[1].seconds)
+    shape, batch = dominant.commonest()
+    cls_flush = _flush_of(dominant_path, run.env.model_dir)
+    progress(f"sustained rate of {_model_label(dominant_path, run.env.model_dir)}")
+    # As many call streams as the pipeline runs (its processes), each with the configured threads.
+    rate = sustained_rate(
+        dominant_path, shape, batch, runtime_options(run.settings()), cls_flush, run.concurrency, flop_table
+    )
+    floor_ms = total / (peak.peak * 1e9) * 1000
+    run.say("\n## Roofline\n")
+    run.say(
+        f"float32 GEMM {GEMM_SIZE}³: numpy {peak.numpy_gflops:.0f} GFLOP/s, onnxruntime MatMul "
+        f"{peak.onnxruntime_gflops:.0f} GFLOP/s -> peak {peak.peak:.0f} GFLOP/s (best of 5, all cores)\n"
+    )
+    run.say(
+        markdown_table(
+            ["model (session)", "GFLOPs/image", "ms/image in 1 process", "GFLOP/s per call stream", "items/image"],
+            rows,
+        )
+    )
+    run.say(
+        f"\nDominant model: {_model_label(dominant_path, run.env.model_dir)}, input {shape} at batch {batch}, "
+        f"one session as in the pipeline: {rate:.0f} GFLOP/s = {100 * rate / peak.peak:.0f}% of peak."
+    )
+    run.say(
+        f"Whole job: {total / 1e9:.1f} GFLOPs per image -> compute floor {floor_ms:.0f} ms/image at peak; "
+        f"measured in-process {measured.ms_per_image:.0f} ms/image = {100 * floor_ms / measured.ms_per_image:.0f}% "
+        "of the floor's speed."
+    )
+    run.say(
+        "FLOPs count Conv/ConvTranspose/MatMul/Gemm (multiply-add = 2) at the shapes actually run, padding "
+        "included; the CLIP text tower is not per image (class texts are embedded once per class set)."
+    )
+    # Session time of one process, shared by the processes that run side by side.
+    session_ms = sum(log.seconds for log in recorder.logs.values()) * 1000 / images / run.concurrency
+    ceiling = ratio(run.measured["naive"].ms_per_image, session_ms)
+    run.say(
+        f"Inside onnxruntime (session.run) in-process: {session_ms:.0f} of {measured.ms_per_image:.0f} ms/image"
+        + (f" (one process's session time / {run.concurrency} processes)" if run.concurrency > 1 else "")
+        + f"; the rest is decode waits, pre- and post-processing. Ceiling for in-process vs naive with the "
+        f"models' arithmetic unchanged (everything outside session.run free): naive ms/image / {session_ms:.0f} "
+        f"= {ceiling:.2f}x."
+    )
+    run.notes.append(f"ceiling for inprocess_vs_naive, everything outside session.run free: {ceiling:.2f}")
+    run.ratios["roofline_pct"] = 100 * rate / peak.peak
+    run.ratios["floor_pct"] = 100 * floor_ms / measured.ms_per_image
+
+
+def _model_label(path: Path, model_dir: Path) -> str:
+    try:
+        rel = path.relative_to(model_dir)
+    except ValueError:
+        return str(path)
+    return "/".join(rel.parts[1:3])  # modelName/type
+
+
+def _flush_of(path: Path, model_dir: Path) -> bool:
+    from worker.models.registry import model_class
+
+    task, name, type_ = path.relative_to(model_dir).parts[:3]
+    return bool(model_class(task, type_, name, model_dir).flush_denormals)

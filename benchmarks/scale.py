@@ -1,33 +1,14 @@
-"""How cost grows: chunk size, faces per image, the producer's enqueue rate, worker memory over many assets."""
+"""Section "scale": how in-process cost grows with the chunk size and with the faces per image."""
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery
-
-from benchmarks.common import average_timings
-from benchmarks.distributed import Deployment
-from benchmarks.inprocess import InProcess
-from producer import Producer
-
-ENQUEUE_QUEUE = "assetq-bench-enqueue"  # a queue no worker consumes; emptied afterwards
-NOOP_TASK = "assetq_bench.noop"
-
-
-@dataclass
-class Rate:
-    what: str
-    count: int
-    seconds: float
-
-    @property
-    def per_s(self) -> float:
-        return self.count / self.seconds if self.seconds > 0 else 0.0
+from benchmarks.common import STEP_COLUMNS, Run, State, average_timings, progress, table
+from benchmarks.env import file_assets
+from benchmarks.inprocess import InProcess, build_recorded_runtime
+from benchmarks.photos import face_count_photos, small_photo
 
 
 def chunk_size_sweep(
@@ -60,54 +41,35 @@ def faces_sweep(
     return out
 
 
-def producer_enqueue_rate(deployment: Deployment, jobs: int, uri: str, tasks: dict[str, Any]) -> Rate:
-    """``Producer.submit`` of ``jobs`` one-asset jobs (validated, recorded, enqueued) to an idle queue."""
-    producer = Producer(settings=deployment.settings(queue=ENQUEUE_QUEUE))
-    spec = {"assets": [{"id": "a", "uri": uri}], "tasks": tasks, "output": {"redis": True}}
-    producer.submit(spec)  # connect, first catalog read
-    t0 = time.perf_counter()
-    for _ in range(jobs):
-        producer.submit(spec)
-    seconds = time.perf_counter() - t0
-    _drop_bench_keys(producer)
-    return Rate("assetq Producer.submit (1-asset job: validate + record batch + enqueue)", jobs, seconds)
+def section(run: Run, state: State) -> None:
+    """Images/s against the chunk size (full job), then against the faces in the photo (faces only)."""
+    env, sizes = run.env, run.sizes
+    tasks = env.tasks()
+    small = small_photo(env.work)
+    assets = file_assets([small], sizes.chunk_assets)
 
+    def make(size: int) -> InProcess:
+        settings = run.settings(chunk_size=size)
+        return InProcess(settings, build_recorded_runtime(settings))
 
-def celery_noop_rate(deployment: Deployment, jobs: int) -> Rate:
-    """Plain Celery: ``send_task`` of a no-op task, same Redis, same serializer, same kind of queue."""
-    settings = deployment.settings()
-    app = Celery("assetq-bench-noop", broker=settings.broker, set_as_current=False)
-    app.conf.update(task_serializer="json", accept_content=["json"], task_create_missing_queues=True)
-    app.send_task(NOOP_TASK, kwargs={"x": 0}, queue=ENQUEUE_QUEUE)
-    t0 = time.perf_counter()
-    for i in range(jobs):
-        app.send_task(NOOP_TASK, kwargs={"x": i}, queue=ENQUEUE_QUEUE)
-    seconds = time.perf_counter() - t0
-    app.close()
-    return Rate("plain Celery send_task (no-op task)", jobs, seconds)
+    progress("chunk-size sweep")
+    sweep = chunk_size_sweep(make, assets, tasks, sizes.chunk_sizes)
+    run.say(f"\n## Images/s vs chunk size (in-process, full job, {len(assets)} x {small.name})\n")
+    base = sweep[0][1]
+    run.say(
+        table(
+            ["chunk size", "images/s", "vs chunk 1", *(label for _, label in STEP_COLUMNS[1:])],
+            [[s, ips, f"{ips / base:.2f}x", *(st.get(k, 0.0) for k, _ in STEP_COLUMNS[1:])] for s, ips, st in sweep],
+        )
+    )
 
-
-def _drop_bench_keys(producer: Producer) -> None:
-    """Empty the idle queue and the recorded batches, so later sections start clean."""
-    r = producer.redis
-    r.delete(ENQUEUE_QUEUE)
-    for pattern in ("assetq:batch:*",):
-        for key in r.scan_iter(match=pattern, count=1000):
-            r.delete(key)
-
-
-def memory_growth(
-    deployment: Deployment, assets: list[dict[str, Any]], tasks: dict[str, Any], total: int, batch_size: int = 500
-) -> tuple[float, float, float]:
-    """(worker RSS MiB before, after, seconds) for ``total`` assets cycled from ``assets`` in batches."""
-    producer = deployment.producer()
-    before = deployment.worker_rss_mb()
-    t0 = time.perf_counter()
-    done = 0
-    while done < total:
-        n = min(batch_size, total - done)
-        batch = [{**assets[(done + i) % len(assets)], "id": f"m{done + i}-{uuid.uuid4().hex[:6]}"} for i in range(n)]
-        deployment.run(producer, batch, tasks)
-        done += n
-    seconds = time.perf_counter() - t0
-    return before, deployment.worker_rss_mb(), seconds
+    progress("faces-per-image sweep")
+    photos = face_count_photos(env.work, sizes.face_counts)
+    face_tasks = env.tasks(ocr=False, clip=False)
+    runner = make(run.chunk_size)
+    try:
+        rows = faces_sweep(runner, {n: file_assets([p], sizes.face_images) for n, p in photos.items()}, face_tasks)
+    finally:
+        runner.close()
+    run.say(f"\n## Images/s vs faces per image (in-process, faces only, {sizes.face_images} images each)\n")
+    run.say(table(["faces in the photo", "faces found", "images/s", "recognition ms/face"], rows))

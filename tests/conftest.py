@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import RedisServer, S3Server
+from tools.testbed.services import RedisServer, S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"

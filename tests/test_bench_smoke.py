@@ -3,12 +3,17 @@
 The full harness is ``python -m benchmarks`` (``make bench``); this runs its
 in-process parts -- naive baseline, ``assetq run`` path, agreement check,
 FLOP counting, batching gain, load-test driver -- on three small generated
-photos with faces + OCR, so a broken harness shows up in the test suite.
+photos with faces + OCR, so a broken harness shows up in the test suite. It
+also keeps the harness's shape: a runner for every section, no module over
+400 lines, and no benchmark importing anything from tests/.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,12 +22,16 @@ import numpy as np
 import pytest
 
 from benchmarks import __main__ as harness
-from benchmarks import batching, roofline
+from benchmarks import batching, headline, report, roofline
+from benchmarks.common import Run, Sizes, State
 from benchmarks.env import BenchEnv, file_assets, prepare
 from benchmarks.loadtest import run_load
 from benchmarks.photos import face_grid, varied_small_photos, write_jpeg
 
-TINY = harness.Sizes(True, 1, 1, 1, (1, 2), 2, (0, 2), 1, 10, 3, 3, 2, 1)
+TINY = Sizes(True, 1, 1, 1, (1, 2), 2, (0, 2), 1, 10, 3, 3, 2, 1)
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+MAX_MODULE_LINES = 400
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +47,13 @@ def test_naive_and_inprocess_agree_and_the_table_prints(
     bench: tuple[BenchEnv, list[Path]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     env, photos = bench
-    run = harness.Run(env, TINY, chunk_size=2, intra_op_threads=1, concurrency=1)
-    inproc, recorder, deployment = harness.headline(run, photos, with_distributed=False)
+    run = Run(env, TINY, chunk_size=2, intra_op_threads=1, concurrency=1)
+    state = State(photos, photos, with_distributed=False)
+    headline.section(run, state)
+    inproc, recorder = state.inproc, state.recorder
+    assert inproc is not None and recorder is not None
     try:
-        assert deployment is None
+        assert state.deployment is None
         assert run.measured["naive"].images == len(photos)
         assert run.measured["inprocess"].wall_s > 0
         assert run.ratios["inprocess_vs_naive"] > 0
@@ -88,7 +100,7 @@ def test_batching_gain_runs_through_the_pipeline(bench: tuple[BenchEnv, list[Pat
     from worker.pipeline.run import Limits
 
     env, photos = bench
-    run = harness.Run(env, TINY, chunk_size=2, intra_op_threads=1, concurrency=1)
+    run = Run(env, TINY, chunk_size=2, intra_op_threads=1, concurrency=1)
     runtime = build_recorded_runtime(run.settings())
     tasks = env.tasks(ocr=False)
     image = decode_image(photos[0].read_bytes(), 50_000_000)
@@ -114,7 +126,7 @@ def test_run_local_reuses_a_warm_runtime_and_keeps_order(bench: tuple[BenchEnv, 
     env, photos = bench
     tasks = env.tasks(ocr=False)
     assets = file_assets(photos, 2)
-    settings = harness.Run(env, TINY, chunk_size=1, intra_op_threads=1, concurrency=1).settings()
+    settings = Run(env, TINY, chunk_size=1, intra_op_threads=1, concurrency=1).settings()
     recorder = roofline.SessionRecorder()
     runner = InProcess(settings, build_recorded_runtime(settings, recorder))
     try:
@@ -127,7 +139,7 @@ def test_run_local_reuses_a_warm_runtime_and_keeps_order(bench: tuple[BenchEnv, 
     assert len(recorder.logs) == 2  # one session per model, made once
 
 
-def test_full_job_decodes_jpegs_draft_scaled_and_unknown_steps_at_full_size() -> None:
+def test_full_job_decodes_jpegs_draft_scaled_and_unknown_steps_at_full_size(model_dir: Path) -> None:
     from worker.pipeline.graph import Step
     from worker.pipeline.run import Limits, decode_min_side
 
@@ -137,10 +149,11 @@ def test_full_job_decodes_jpegs_draft_scaled_and_unknown_steps_at_full_size() ->
         Step("ocr", "detection", "PP-OCRv6_small", {"maxResolution": 736}),
         Step("clip", "visual", "x"),
     ]
-    assert decode_min_side(full, Limits()) == Limits().detail_side
-    assert decode_min_side([full[0], full[3]], Limits()) == 640
-    assert decode_min_side([Step("ocr", "detection", "p", {"maxResolution": 1024})], Limits()) == 1024
-    assert decode_min_side([*full, Step("mystery", "step", "m")], Limits()) == 0
+    assert decode_min_side(full, Limits(), model_dir) == Limits().detail_side
+    assert decode_min_side([full[0], full[3]], Limits(), model_dir) == 640
+    ocr_alone = [Step("ocr", "detection", "PP-OCRv6_small", {"maxResolution": 1024})]
+    assert decode_min_side(ocr_alone, Limits(), model_dir) == 1024
+    assert decode_min_side([*full, Step("mystery", "step", "m")], Limits(), model_dir) == 0
 
 
 class InstantProducer:
@@ -176,10 +189,40 @@ def test_loadtest_drives_concurrent_clients_and_reports_percentiles() -> None:
 
 def test_summary_ends_with_the_machine_readable_ratios_line(bench: tuple[BenchEnv, list[Path]]) -> None:
     env, _ = bench
-    run = harness.Run(env, TINY, chunk_size=2, intra_op_threads=1, concurrency=1)
+    run = Run(env, TINY, chunk_size=2, intra_op_threads=1, concurrency=1)
     run.ratios.update(inprocess_vs_naive=2.5, distributed_vs_inprocess=0.95, batch_gain_kept_pct=93.0)
-    line = harness.summary(run)
+    line = report.summary(run)
     assert line == (
         "ratios: inprocess_vs_naive=2.50 distributed_vs_inprocess=0.95 batch_gain_kept_pct=93 "
         "roofline_pct=nan floor_pct=nan"
     )
+
+
+def test_every_section_has_a_runner_and_a_place_in_the_order() -> None:
+    ordered = ["headline", *harness.ON_HEADLINE_RUNTIME, *harness.ON_HEADLINE_WORKER, *harness.ON_THEIR_OWN]
+    assert sorted(ordered) == sorted(harness.SECTIONS) == sorted(harness.RUNNERS)
+
+
+def test_benchmarks_import_no_tests_module() -> None:
+    """Code the tests and the benchmarks share lives in tools/testbed: the benchmarks must not depend on tests/.
+
+    A fresh interpreter, so that the modules this test session has imported already do not hide an import.
+    """
+    modules = sorted(f"benchmarks.{p.stem}" for p in BENCHMARKS.glob("*.py"))
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m == 'tests' or m.startswith('tests.'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_no_benchmark_module_is_over_the_line_limit() -> None:
+    lines = {p.name: len(p.read_text().splitlines()) for p in BENCHMARKS.glob("*.py")}
+    assert "__main__.py" in lines
+    assert {name: n for name, n in lines.items() if n > MAX_MODULE_LINES} == {}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import RedisServer, WorkerProcess
 from tools.synthetic_world import HELD_OUT_SEED, SHAPES, write_folders
+from tools.testbed.services import RedisServer, WorkerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = REPO / "docs" / "examples" / "shape-classes.json"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.services import RedisServer, free_port, wait_for
+from tools.testbed.services import RedisServer, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 

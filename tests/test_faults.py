@@ -51,7 +51,7 @@ from tests.faultinject.scenario import (
     worker_env,
 )
 from tests.faultinject.sitecustomize import CRASHES_KEY
-from tests.services import RedisServer, S3Server, TcpProxy, WorkerProcess
+from tools.testbed.services import RedisServer, S3Server, TcpProxy, WorkerProcess
 from worker.backoff import retry_budget_s
 from worker.tasks.deadletter import INVALID_BATCH
 from worker.tasks.deliveries import asset_counts

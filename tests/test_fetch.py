@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests import hostile
-from tests.services import S3Server, free_port
+from tools.testbed.services import S3Server, free_port
 from worker.models.base import RuntimeOptions
 from worker.models.cache import ModelCache
 from worker.pipeline.errors import ERROR_KINDS, AssetError, TransientError

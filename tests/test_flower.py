@@ -24,7 +24,7 @@ import pytest
 from contract.metrics import render
 from contract.payload import PROCESS_CHUNK
 from tests.faultinject.scenario import TASKS, face_model_dir, make_photos, producer_for, wait_until, worker_env
-from tests.services import REPO, S3_ENV, RedisServer, S3Server, WorkerProcess, free_port
+from tools.testbed.services import REPO, S3_ENV, RedisServer, S3Server, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
 

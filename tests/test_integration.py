@@ -20,7 +20,7 @@ import pytest
 from contract.spec import SpecError
 from producer import Producer
 from tests.conftest import SAMPLES
-from tests.services import S3_ENV, RedisServer, S3Server, WorkerProcess
+from tools.testbed.services import S3_ENV, RedisServer, S3Server, WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import ocr_data
+from tools.testbed import ocr_data
 from worker.models.base import ModelNotInstalled, RuntimeOptions
 from worker.models.outputs import TextBox, TextLine
 from worker.models.registry import model_class
@@ -58,10 +58,11 @@ def ocr(
     recognizer: PPOCRTextRecognizer,
     pixels: list[np.ndarray],
     rec_options: dict[str, object] | None = None,
+    rec_max_batch: int | None = None,
 ) -> list[list[TextLine]]:
     images = [DecodedImage.from_array(p) for p in pixels]
     boxes = detector.run_chunk(images, {}, {})
-    return recognizer.run_chunk(images, {DETECTION: boxes}, rec_options or {})
+    return recognizer.run_chunk(images, {DETECTION: boxes}, rec_options or {}, max_batch=rec_max_batch)
 
 
 def test_registry_serves_the_ppocr_classes(ocr_model_dir: Path) -> None:
@@ -136,7 +137,7 @@ def test_batched_chunk_reads_like_single_images(
 ) -> None:
     pixels = [rendered[1].pixels, ocr_data.page(), rendered[0].pixels]
     chunk = ocr(detector, recognizer, pixels, {"minScore": 0.0})
-    alone = [ocr(detector, recognizer, [p], {"minScore": 0.0, "_maxBatch": 1})[0] for p in pixels]
+    alone = [ocr(detector, recognizer, [p], {"minScore": 0.0}, rec_max_batch=1)[0] for p in pixels]
     for a, b in zip(chunk, alone, strict=True):
         assert [ln.quad for ln in a] == [ln.quad for ln in b]
         # Batching pads a line to its batch's width and the network sees the whole row, so a

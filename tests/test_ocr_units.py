@@ -161,7 +161,7 @@ def test_recognizer_batches_lines_across_images(tmp_path: Path) -> None:
     rec = PPOCRTextRecognizer("FAKE", root, RUNTIME, factory(session))
     images = [image(100, 400), image(100, 400), image(100, 400)]
     boxes = [[box(0, 0, 370, 40), box(0, 50, 390, 90)], [], [box(0, 0, 380, 40)]]
-    lines = rec.run_chunk(images, {DETECTION: boxes}, {"minScore": 0.0, "_maxBatch": 32})
+    lines = rec.run_chunk(images, {DETECTION: boxes}, {"minScore": 0.0}, max_batch=32)
     assert len(session.calls) == 1 and session.calls[0].shape[0] == 3  # one batch for the whole chunk
     assert session.calls[0].shape[3] == max(MIN_INPUT_WIDTH, math.ceil(48 * 390 / 40))
     assert [len(per) for per in lines] == [2, 0, 1]
@@ -175,7 +175,7 @@ def test_recognizer_max_batch_and_min_score(tmp_path: Path) -> None:
     session = reading_session()
     rec = PPOCRTextRecognizer("FAKE", root, RUNTIME, factory(session))
     boxes = [[box(0, 10 * i, 100, 10 * i + 8) for i in range(5)]]  # equal widths: batches of 2, 2, 1
-    lines = rec.run_chunk([image(100, 400)], {DETECTION: boxes}, {"_maxBatch": 2})
+    lines = rec.run_chunk([image(100, 400)], {DETECTION: boxes}, {}, max_batch=2)
     assert [c.shape[0] for c in session.calls] == [2, 2, 1]
     assert all(ln.score >= 0.8 for ln in lines[0]) and len(lines[0]) == 5  # rows 0-1 of each batch score 0.9
     session.calls.clear()
@@ -238,7 +238,7 @@ def test_detector_batches_images_of_the_same_shape(tmp_path: Path) -> None:
     session = blank_map_session()
     det = PPOCRTextDetector("FAKE", fake_pack(tmp_path, "detection"), RUNTIME, factory(session))
     images = [image(300, 400), image(600, 800), image(100, 100), image(300, 400), image(20, 400)]
-    out = det.run_chunk(images, {}, {"maxResolution": 400, "_maxBatch": 2})
+    out = det.run_chunk(images, {}, {"maxResolution": 400}, max_batch=2)
     shapes = sorted(tuple(c.shape) for c in session.calls)
     # 300x400 and 600x800 both become 288x384 (three images: batches of 2 + 1); 100x100 stays 96x96;
     # the 20 px tall image is never sent.

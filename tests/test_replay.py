@@ -23,7 +23,7 @@ from config.settings import Settings
 from contract.errors import PayloadError
 from contract.payload import PROCESS_CHUNK, ChunkPayload
 from producer import Producer
-from tests.services import RedisServer
+from tools.testbed.services import RedisServer
 from worker.backoff import backoff_s, retry_budget_s
 from worker.pipeline.errors import TransientError
 from worker.tasks.deadletter import INVALID_BATCH, dead_letter_chunk, dead_letter_invalid

@@ -35,7 +35,7 @@ from tests.faultinject.scenario import (
     worker_env,
 )
 from tests.faultinject.sitecustomize import CHILD_MOMENTS, KILLS_KEY, MAIN_MOMENTS
-from tests.services import RedisServer, S3Server, WorkerProcess
+from tools.testbed.services import RedisServer, S3Server, WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

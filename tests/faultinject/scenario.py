@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from config.settings import Settings
 from contract.store import key
 from producer import Producer
-from tests.services import REPO, S3_ENV, WorkerProcess
+from tools.testbed.services import REPO, S3_ENV, WorkerProcess
 from worker.pipeline.errors import ERROR_KINDS
 from worker.tasks.deliveries import asset_counts
 

@@ -1,4 +1,5 @@
-"""Real services for integration tests: redis-server, an S3 API (moto server), assetq workers.
+"""Real services for the integration tests and the benchmarks: redis-server, an S3 API (moto server),
+assetq workers.
 
 Each helper starts a real process on a free loopback port and stops it after.
 CI must not skip these: when a binary is missing the fixture fails loudly.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # tools/testbed/services.py -> the repository root
 VENV_BIN = Path(sys.executable).parent
 
 

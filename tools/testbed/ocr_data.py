@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-DATA_DIR = Path(__file__).resolve().parent / "data" / "ocr"
+DATA_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "ocr"  # the images stay with the tests
 DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
 DEFAULT_FONT = "Aileron (Pillow)"
 
