@@ -7,11 +7,19 @@ derived from these in ``worker/app.py`` so the two never disagree.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The photo formats the decoder opens (worker/pipeline/image.py), by the names their files usually carry.
+IMAGE_EXTENSIONS = (
+    *(".jpg", ".jpeg", ".jpe", ".jfif", ".mpo"),  # JPEG, and MPO (multi-picture JPEG) which opens as one
+    *(".png", ".apng", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif"),
+)
 
 
 def _default_model_dir() -> Path:
@@ -81,6 +89,11 @@ class Settings(BaseSettings):
         description="Workers read file:// URIs only inside these (JSON list); empty = none. "
         "`assetq run` reads the paths it is given.",
     )
+    image_extensions: list[str] = Field(
+        default_factory=lambda: list(IMAGE_EXTENSIONS),
+        description="A folder given to `assetq run`, `submit` or `classify` expands to the files with these "
+        "extensions (JSON list, any case); a file named on its own is read whatever its name.",
+    )
 
     # --- worker behaviour -------------------------------------------------------
     queue: str = Field("assetq", description="Queue producers send to and every worker consumes.")
@@ -114,6 +127,46 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = Field(None, description="user:password for Flower's basic auth.")
     flower_port: int = Field(5555, description="Flower HTTP port.")
 
+    # --- assetq serve: the HTTP API and Immich's machine-learning endpoint ------------------
+    interactive_queue: str = Field(
+        "assetq.interactive",
+        description="Queue of interactive chunks (`/predict`); every worker takes from it before any other queue.",
+    )
+    api_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens `assetq serve` accepts (JSON list, e.g. '[\"s3cret\"]'); "
+        "it refuses to start without one unless given --no-auth.",
+    )
+    api_host: str = Field("127.0.0.1", description="Address `assetq serve` listens on.")
+    api_port: int = Field(3003, description="Port of `assetq serve` (3003 is Immich's machine-learning port).")
+    api_workers: int = Field(1, ge=1, description="Server processes of `assetq serve`.")
+    api_predict_auth: bool = Field(
+        False, description="Require a bearer token on `/ping` and `/predict` too (Immich's server sends none)."
+    )
+    api_predict_timeout_s: float = Field(
+        60.0, gt=0, description="How long a `/predict` image request waits for its result before a 504."
+    )
+    api_predict_window_ms: float = Field(
+        10.0,
+        ge=0,
+        description="`/predict` image requests for the same tasks arriving within this window "
+        "are sent as one chunk (up to ASSETQ_CHUNK_SIZE images).",
+    )
+    api_body_timeout_s: float = Field(
+        30.0, gt=0, description="A client that takes longer to send its request body gets a 408."
+    )
+    api_max_request_bytes: int = Field(
+        64 * 1024 * 1024,
+        description="Largest request body on the `/v1` API (a `/predict` upload: ASSETQ_MAX_IMAGE_BYTES).",
+    )
+
+    @field_validator("image_extensions")
+    @classmethod
+    def _dotted_lower_case(cls, extensions: list[str]) -> list[str]:
+        # Compared with a file's lower-cased suffix: "JPG", "jpg" and ".jpg" all mean ".jpg".
+        dotted = ("." + e.strip().lower().lstrip(".") for e in extensions if e.strip().strip("."))
+        return list(dict.fromkeys(dotted))
+
     @model_validator(mode="after")
     def _time_limits_nest(self) -> Settings:
         # The soft limit must fire before the hard one kills the pool process.
@@ -129,3 +182,33 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def default_of(name: str) -> Any:
+    """The default of setting ``name`` as declared above (the environment plays no part)."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)
+
+
+# The dataclass-field metadata key naming the setting a field mirrors.
+MIRRORED_SETTING = "assetq_setting"
+
+_Mirror = TypeVar("_Mirror")
+
+
+def mirrored(name: str) -> Any:
+    """A dataclass field that mirrors setting ``name``: its default is that setting's, ``from_settings`` copies it.
+
+    Worker-side option bundles (the pipeline's ``Limits``, the models' ``RuntimeOptions``)
+    are built from their fields this way, so a default is written once, above.
+    """
+    return dataclasses.field(default=default_of(name), metadata={MIRRORED_SETTING: name})
+
+
+def from_settings(cls: type[_Mirror], settings: Settings, **overrides: Any) -> _Mirror:
+    """An instance of the dataclass ``cls`` whose ``mirrored`` fields hold ``settings``' values."""
+    values = {
+        f.name: getattr(settings, f.metadata[MIRRORED_SETTING])
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if MIRRORED_SETTING in f.metadata
+    }
+    return cls(**{**values, **overrides})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contract.names import ModelType, Task
 from contract.spec import Catalog
 
 
@@ -33,7 +34,12 @@ def merge(*catalogs: Catalog) -> Catalog:
 
 
 def default_tasks(catalog: Catalog, clip_classes: dict[str, dict[str, list[str]]] | None = None) -> dict:
-    """A ``tasks`` block running every task whose models are installed (first name in sort order)."""
+    """A ``tasks`` block running every task whose models are installed (first name in sort order).
+
+    Which steps a default job runs is a choice made here, not a model's to declare: the
+    producer validates against it without any worker code. Optional steps (text-line
+    orientation) are left out; a new model of an existing step needs nothing here.
+    """
     tasks: dict = {}
 
     def first(task: str, type_: str, prefer: tuple[str, ...] = ()) -> str | None:
@@ -43,21 +49,24 @@ def default_tasks(catalog: Catalog, clip_classes: dict[str, dict[str, list[str]]
                 return p
         return names[0] if names else None
 
-    det = first("facial-recognition", "detection", ("buffalo_s",))
+    # Plain-string keys (the enums' values): the block is JSON, and may be compared or dumped as is.
+    face, ocr, clip = Task.FACIAL_RECOGNITION.value, Task.OCR.value, Task.CLIP.value
+    detection, recognition = ModelType.DETECTION.value, ModelType.RECOGNITION.value
+    det = first(face, detection, ("buffalo_s",))
     if det:
-        rec = first("facial-recognition", "recognition", (det, "buffalo_s"))
-        tasks["facial-recognition"] = {"detection": {"modelName": det}}
+        rec = first(face, recognition, (det, "buffalo_s"))
+        tasks[face] = {detection: {"modelName": det}}
         if rec:
-            tasks["facial-recognition"]["recognition"] = {"modelName": rec}
-    tdet = first("ocr", "detection", ("PP-OCRv6_small", "PP-OCRv5_mobile"))
+            tasks[face][recognition] = {"modelName": rec}
+    tdet = first(ocr, detection, ("PP-OCRv6_small", "PP-OCRv5_mobile"))
     if tdet:
-        trec = first("ocr", "recognition", (tdet,))
-        tasks["ocr"] = {"detection": {"modelName": tdet}}
+        trec = first(ocr, recognition, (tdet,))
+        tasks[ocr] = {detection: {"modelName": tdet}}
         if trec:
-            tasks["ocr"]["recognition"] = {"modelName": trec}
-    vis = first("clip", "visual")
+            tasks[ocr][recognition] = {"modelName": trec}
+    vis = first(clip, ModelType.VISUAL)
     if vis:
-        tasks["clip"] = {"visual": {"modelName": vis}}
-        if clip_classes and vis in catalog.get("clip", {}).get("textual", set()):
-            tasks["zero-shot"] = {"modelName": vis, "classes": clip_classes}
+        tasks[clip] = {ModelType.VISUAL.value: {"modelName": vis}}
+        if clip_classes and vis in catalog.get(clip, {}).get(ModelType.TEXTUAL, set()):
+            tasks[Task.ZERO_SHOT.value] = {"modelName": vis, "classes": clip_classes}
     return tasks

@@ -23,6 +23,8 @@ class ModelType(StrEnum):
     CLASSIFICATION = "classification"
     VISUAL = "visual"
     TEXTUAL = "textual"
+    # Zero-shot's one step: no type key in the spec and no directory of its own (it uses the CLIP pack).
+    CLASSIFIER = "classifier"
 
 
 Status = Literal["ok", "skipped", "failed"]

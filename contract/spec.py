@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from contract.errors import SpecError
-from contract.names import Status
+from contract.names import ModelType, Status, Task
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@=+-]{0,199}$"
 BatchId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
@@ -174,10 +174,10 @@ class ZeroShotTask(_Strict):
 
 
 class Tasks(_Strict):
-    facial_recognition: FacialRecognitionTask | None = Field(None, alias="facial-recognition")
-    ocr: OcrTask | None = None
-    clip: ClipTask | None = None
-    zero_shot: ZeroShotTask | None = Field(None, alias="zero-shot")
+    facial_recognition: FacialRecognitionTask | None = Field(None, alias=Task.FACIAL_RECOGNITION.value)
+    ocr: OcrTask | None = Field(None, alias=Task.OCR.value)
+    clip: ClipTask | None = Field(None, alias=Task.CLIP.value)
+    zero_shot: ZeroShotTask | None = Field(None, alias=Task.ZERO_SHOT.value)
 
     @model_validator(mode="after")
     def _not_empty(self) -> Tasks:
@@ -192,32 +192,34 @@ class Tasks(_Strict):
             raise ValueError("zero-shot and clip.visual must use the same modelName (zero-shot reuses its embedding)")
         return self
 
-    def steps(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+    def steps(self) -> list[tuple[Task, ModelType, str, dict[str, Any]]]:
         """Every requested model step as ``(task, type, modelName, options)`` with options by their JSON names."""
-        out: list[tuple[str, str, str, dict[str, Any]]] = []
+        out: list[tuple[Task, ModelType, str, dict[str, Any]]] = []
         fr = self.facial_recognition
         if fr:
-            out.append(("facial-recognition", "detection", fr.detection.model_name, _opts(fr.detection.options)))
+            out.append(
+                (Task.FACIAL_RECOGNITION, ModelType.DETECTION, fr.detection.model_name, _opts(fr.detection.options))
+            )
             if fr.recognition:
-                out.append(
-                    ("facial-recognition", "recognition", fr.recognition.model_name, _opts(fr.recognition.options))
-                )
+                rec = fr.recognition
+                out.append((Task.FACIAL_RECOGNITION, ModelType.RECOGNITION, rec.model_name, _opts(rec.options)))
         if self.ocr:
             o = self.ocr
-            out.append(("ocr", "detection", o.detection.model_name, _opts(o.detection.options)))
+            out.append((Task.OCR, ModelType.DETECTION, o.detection.model_name, _opts(o.detection.options)))
             if o.classification:
-                out.append(("ocr", "classification", o.classification.model_name, _opts(o.classification.options)))
+                cls = o.classification
+                out.append((Task.OCR, ModelType.CLASSIFICATION, cls.model_name, _opts(cls.options)))
             if o.recognition:
-                out.append(("ocr", "recognition", o.recognition.model_name, _opts(o.recognition.options)))
+                out.append((Task.OCR, ModelType.RECOGNITION, o.recognition.model_name, _opts(o.recognition.options)))
         if self.clip and self.clip.visual:
-            out.append(("clip", "visual", self.clip.visual.model_name, {}))
+            out.append((Task.CLIP, ModelType.VISUAL, self.clip.visual.model_name, {}))
         if self.zero_shot:
             zs = self.zero_shot
             if not (self.clip and self.clip.visual):
-                out.append(("clip", "visual", zs.model_name, {}))
+                out.append((Task.CLIP, ModelType.VISUAL, zs.model_name, {}))  # zero-shot reads its embedding
             options = _opts(zs.options)
             options["classes"] = {name: c.model_dump() for name, c in zs.classes.items()}
-            out.append(("zero-shot", "classifier", zs.model_name, options))
+            out.append((Task.ZERO_SHOT, ModelType.CLASSIFIER, zs.model_name, options))
         return out
 
     def dump(self) -> dict[str, Any]:
@@ -329,14 +331,13 @@ def check_models(tasks: Tasks, catalog: Catalog) -> None:
     """Reject steps whose model is not installed, naming what is."""
     errors = []
     for task, type_, name, _ in tasks.steps():
-        if task == "zero-shot":
-            type_, task_dir = "textual", "clip"  # zero-shot runs on the CLIP pack's text tower
-        else:
-            task_dir = task
+        task_dir: Task = task
+        if task == Task.ZERO_SHOT:
+            type_, task_dir = ModelType.TEXTUAL, Task.CLIP  # zero-shot runs on the CLIP pack's text tower
         have = catalog.get(task_dir, {}).get(type_, set())
         if name not in have:
             listed = ", ".join(sorted(have)) or "none"
-            field = f"tasks.{task}.modelName" if task == "zero-shot" else f"tasks.{task}.{type_}.modelName"
+            field = f"tasks.{task}.modelName" if task == Task.ZERO_SHOT else f"tasks.{task}.{type_}.modelName"
             errors.append((field, f"model {name!r} is not installed for {task_dir}/{type_}; installed: {listed}"))
     if errors:
         raise SpecError(errors)

@@ -64,8 +64,8 @@ def test_visual_embeddings_are_normalised_and_batching_changes_nothing(
     tiny_model_dir: Path, images: list[DecodedImage]
 ) -> None:
     visual = ClipVisual(TINY, tiny_model_dir, RUNTIME)
-    batched = visual.run_chunk(images, {}, {"_maxBatch": 16})
-    uneven = visual.run_chunk(images, {}, {"_maxBatch": 2})
+    batched = visual.run_chunk(images, {}, {}, max_batch=16)
+    uneven = visual.run_chunk(images, {}, {}, max_batch=2)
     single = [visual.run_chunk([image], {}, {})[0] for image in images]
     assert len(batched) == len(images)
     for b, u, s in zip(batched, uneven, single, strict=True):
@@ -106,8 +106,8 @@ def test_fixed_batch_exports_run_one_at_a_time(
     shutil.copytree(tiny_model_dir / "clip" / TINY, tmp_path / "clip" / "fixed")
     _fix_batch_to_one(tmp_path / "clip" / "fixed" / "visual" / "model.onnx")
     _fix_batch_to_one(tmp_path / "clip" / "fixed" / "textual" / "model.onnx")
-    fixed = ClipVisual("fixed", tmp_path, RUNTIME).run_chunk(images, {}, {"_maxBatch": 16})
-    dynamic = ClipVisual(TINY, tiny_model_dir, RUNTIME).run_chunk(images, {}, {"_maxBatch": 16})
+    fixed = ClipVisual("fixed", tmp_path, RUNTIME).run_chunk(images, {}, {}, max_batch=16)
+    dynamic = ClipVisual(TINY, tiny_model_dir, RUNTIME).run_chunk(images, {}, {}, max_batch=16)
     np.testing.assert_allclose(np.stack(fixed), np.stack(dynamic), atol=1e-5)
     texts = ["a star", "a circle", "a heart"]
     np.testing.assert_allclose(

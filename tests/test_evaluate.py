@@ -111,7 +111,7 @@ def test_folder_classification_on_the_tiny_model(tiny_model_dir: Path, tmp_path:
     classifier = ZeroShotClassifier("tiny-vit-shapes", tiny_model_dir, runtime)
     classes = {s: {"positive": [f"a photo of {article(s)} {s}", f"{article(s)} {s}"]} for s in SHAPES}
     images = [decode_image(p.read_bytes(), max_pixels=10_000_000) for p in files]
-    embeddings = visual.run_chunk(images, {}, {"_maxBatch": 16})
+    embeddings = visual.run_chunk(images, {}, {}, max_batch=16)
     labels = classifier.run_chunk(images, {("clip", "visual"): embeddings}, {"classes": classes, "topK": 3})
     predicted = [per_image[0].name if per_image else None for per_image in labels]
     truth = [true_label(p, root) for p in files]

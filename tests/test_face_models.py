@@ -134,8 +134,8 @@ def test_detections_are_filtered_and_sorted(yunet_faces: dict[str, list[FaceBox]
 
 def test_detector_batch_equals_one_image_at_a_time(yunet: YunetDetector, photos: dict[str, np.ndarray]) -> None:
     images = [decoded(photos[n]) for n in ("astronaut", "gdp.jpg", "yaoming.jpg", "Male_41_7.jpg")]
-    batched = yunet.run_chunk(images, {}, {"_maxBatch": 4})
-    single = yunet.run_chunk(images, {}, {"_maxBatch": 1})
+    batched = yunet.run_chunk(images, {}, {}, max_batch=4)
+    single = yunet.run_chunk(images, {}, {}, max_batch=1)
     for many, one in zip(batched, single, strict=True):
         assert len(many) == len(one) > 0
         np.testing.assert_allclose(boxes(many), boxes(one), atol=1e-2)
@@ -174,18 +174,20 @@ def test_scrfd_finds_every_clear_face_yunet_finds(
         assert box_iou(np.array(face.box), boxes(found)).max() >= 0.7
 
 
-def test_input_size_and_min_score_options(yunet: YunetDetector, photos: dict[str, np.ndarray]) -> None:
+def test_input_size_and_min_score_options(yunet: YunetDetector, model_dir: Path, photos: dict[str, np.ndarray]) -> None:
+    # The canvas size is the detector's own (a request cannot set it: the spec has no inputSize).
     image = decoded(photos["astronaut"])
+    at_320_detector = YunetDetector("yunet_2023mar", model_dir, RUNTIME, input_size=320)
     [at_640], [at_320], [strict] = (
         yunet.run_chunk([image], {}, {}),
-        yunet.run_chunk([image], {}, {"inputSize": 320}),
+        at_320_detector.run_chunk([image], {}, {}),
         yunet.run_chunk([image], {}, {"minScore": 0.99}),
     )
     assert len(at_640) == len(at_320) == 1
     assert box_iou(np.array(at_320[0].box), boxes(at_640))[0] >= 0.8
     assert strict == []
     with pytest.raises(ValueError, match="multiple of 32"):
-        yunet.run_chunk([image], {}, {"inputSize": 300})
+        YunetDetector("yunet_2023mar", model_dir, RUNTIME, input_size=300)
 
 
 # --- recognition --------------------------------------------------------------------------------
@@ -282,8 +284,8 @@ def test_embeddings_batch_across_images(
     names = ["gdp.jpg", "astronaut", "yaoming.jpg"]
     images = [decoded(photos[n]) for n in names]
     faces = [yunet_faces["gdp.jpg"], [], yunet_faces["yaoming.jpg"]]  # the astronaut "has no face" here
-    batched = model.run_chunk(images, {DETECTION_STEP: faces}, {"_maxBatch": 32})
-    single = model.run_chunk(images, {DETECTION_STEP: faces}, {"_maxBatch": 1})
+    batched = model.run_chunk(images, {DETECTION_STEP: faces}, {}, max_batch=32)
+    single = model.run_chunk(images, {DETECTION_STEP: faces}, {}, max_batch=1)
     assert [v.shape for v in batched] == [(len(f), dim) for f in faces]
     for many, one in zip(batched, single, strict=True):
         assert many.dtype == np.float32
@@ -394,7 +396,7 @@ def test_detector_warms_up_and_obeys_a_fixed_input_shape(tmp_path: Path) -> None
     model.load()
     assert fake.batches == [(1, 3, 320, 320)]  # warmup: one dummy batch
     image = decoded(np.zeros((100, 80, 3), np.uint8))
-    assert model.run_chunk([image] * 3, {}, {"_maxBatch": 8, "inputSize": 640}) == [[], [], []]
+    assert model.run_chunk([image] * 3, {}, {}, max_batch=8) == [[], [], []]
     assert fake.batches[1:] == [(1, 3, 320, 320)] * 3
 
 
@@ -402,9 +404,10 @@ def test_detector_batches_whole_chunks(tmp_path: Path) -> None:
     root = installed_stub(tmp_path, "buffalo_s", "detection")
     fake = RecordingSession(["N", 3, "H", "W"], [Arg(f"o{i}", ["?"]) for i in range(9)])
     model = ScrfdDetector("buffalo_s", root, RuntimeOptions(warmup=False), stub_factory(fake), max_batch=4)
+    small = ScrfdDetector("buffalo_s", root, RuntimeOptions(warmup=False), stub_factory(fake), input_size=64)
     images = [decoded(np.zeros((60 + i, 90, 3), np.uint8)) for i in range(6)]
     assert model.run_chunk(images, {}, {}) == [[]] * 6
-    assert model.run_chunk(images, {}, {"_maxBatch": 5, "inputSize": 64}) == [[]] * 6
+    assert small.run_chunk(images, {}, {}, max_batch=5) == [[]] * 6
     assert fake.batches == [(4, 3, 640, 640), (2, 3, 640, 640), (5, 3, 64, 64), (1, 3, 64, 64)]
 
 
@@ -418,7 +421,7 @@ def test_recognizer_batches_faces_across_images_in_order(tmp_path: Path) -> None
     images = [decoded(np.full((200, 200, 3), b, np.uint8)) for b in brightness]
     marks = tuple(map(tuple, ARCFACE_TEMPLATE + 30))
     faces = [[FaceBox((30, 30, 142, 142), 0.9, marks)] * n for n in counts]
-    vectors = model.run_chunk(images, {DETECTION_STEP: faces}, {"_maxBatch": 4})
+    vectors = model.run_chunk(images, {DETECTION_STEP: faces}, {}, max_batch=4)
     assert [b[0] for b in fake.batches] == [4, 1]  # five faces from three images: one full batch, one left over
     assert [v.shape for v in vectors] == [(2, 2), (0, 2), (3, 2)]
     for b, rows in zip(brightness, vectors, strict=True):

@@ -19,6 +19,7 @@ from PIL import Image
 
 from worker.models.base import InferenceModel, RuntimeOptions, StepKey
 from worker.models.cache import ModelCache
+from worker.models.face_common import FaceDetector, FaceRecognizer
 from worker.models.outputs import FaceBox
 from worker.models.registry import register
 from worker.pipeline.fetch import Fetcher
@@ -40,12 +41,18 @@ def fake_factory(path: Path, opts: RuntimeOptions, flush: bool) -> Any:
 class FakeDetector(InferenceModel):
     task = "facial-recognition"
     type = "detection"
+    result_fields = FaceDetector.result_fields  # the real detectors' "faces" JSON
 
     def warmup(self) -> None:
         pass
 
     def run_chunk(
-        self, images: Sequence[DecodedImage], upstream: Mapping[StepKey, Sequence[Any]], options: Mapping[str, Any]
+        self,
+        images: Sequence[DecodedImage],
+        upstream: Mapping[StepKey, Sequence[Any]],
+        options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
     ) -> list[Any]:
         CALLS.append(("det", len(images), id(images[0].pixels)))
         # one face per 100 px of width, scored 0.9 then 0.5
@@ -59,17 +66,24 @@ class FakeRecognizer(InferenceModel):
     task = "facial-recognition"
     type = "recognition"
     depends_on: ClassVar[tuple[StepKey, ...]] = (("facial-recognition", "detection"),)
+    batch_setting: ClassVar[str | None] = "face_batch_size"
+    result_fields = FaceRecognizer.result_fields  # the real recognizers' "faces" JSON, with embeddings
 
     def warmup(self) -> None:
         pass
 
     def run_chunk(
-        self, images: Sequence[DecodedImage], upstream: Mapping[StepKey, Sequence[Any]], options: Mapping[str, Any]
+        self,
+        images: Sequence[DecodedImage],
+        upstream: Mapping[StepKey, Sequence[Any]],
+        options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
     ) -> list[Any]:
         faces = upstream[("facial-recognition", "detection")]
         total = sum(len(f) for f in faces)
         CALLS.append(("rec", total, id(images[0].pixels)))
-        assert options["_maxBatch"] == 7
+        assert max_batch == 7
         out = []
         for f in faces:
             v = np.ones((len(f), 4), np.float32)
@@ -186,11 +200,16 @@ class PreparingDetector(FakeDetector):
         return pixels[::2, ::2]
 
     def run_chunk(
-        self, images: Sequence[DecodedImage], upstream: Mapping[StepKey, Sequence[Any]], options: Mapping[str, Any]
+        self,
+        images: Sequence[DecodedImage],
+        upstream: Mapping[StepKey, Sequence[Any]],
+        options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
     ) -> list[Any]:
         for image in images:
             image.derive(("canvas", options["minScore"]), self._canvas)
-        return super().run_chunk(images, upstream, options)
+        return super().run_chunk(images, upstream, options, max_batch=max_batch)
 
 
 register("fake-prepare")(PreparingDetector)
@@ -213,3 +232,15 @@ def test_decode_threads_prepare_model_inputs_and_a_failed_prepare_loses_nothing(
     assert len(PREPARED) == 2
     assert made_in["300"].startswith("assetq-decode")
     assert made_in["200"] == threading.current_thread().name
+
+
+def test_every_registered_model_declares_what_the_pipeline_reads() -> None:
+    from config.settings import default_of
+    from worker.models.registry import check_declarations, registered
+
+    limits = Limits()
+    for cls in registered().values():
+        check_declarations(cls)
+        if cls.batch_setting is not None:  # a Settings field with a Limits field of the same name
+            assert limits.batch_size(cls.batch_setting) == default_of(cls.batch_setting), cls
+        assert cls.decode_side({}, limits.detail_side) >= 0, cls

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import face_data, ocr_data
+from tests import face_data
+from tools.testbed import ocr_data
 from worker.models.base import InferenceModel, RuntimeOptions
 from worker.models.clip_visual import ClipVisual
 from worker.models.face_detection_scrfd import ScrfdDetector

@@ -168,7 +168,7 @@ def held_out() -> HeldOut:
 
 def _classify(tiny: Tiny, images: list[DecodedImage], classes: dict) -> list[str]:
     visual, classifier = tiny
-    embeddings = visual.run_chunk(images, {}, {"_maxBatch": 64})
+    embeddings = visual.run_chunk(images, {}, {}, max_batch=64)
     labels = classifier.run_chunk(images, {("clip", "visual"): embeddings}, {"classes": classes})
     return [per_image[0].name for per_image in labels]
 
@@ -188,7 +188,7 @@ def test_tiny_model_zero_shot_accuracy_on_held_out_images(tiny: Tiny, held_out: 
 def test_without_negatives_the_real_model_gives_plain_clip_zero_shot(tiny: Tiny, held_out: HeldOut) -> None:
     visual, classifier = tiny
     images = [image for _, _, image in held_out]
-    embeddings = visual.run_chunk(images, {}, {"_maxBatch": 64})
+    embeddings = visual.run_chunk(images, {}, {}, max_batch=64)
     prompts = [f"a photo of a {c} {s}" for c in COLOURS for s in SHAPES]
     labels = classifier.run_chunk(
         images, {("clip", "visual"): embeddings}, {"classes": {p: {"positive": [p]} for p in prompts}}
@@ -219,7 +219,7 @@ def test_negative_examples_flip_decisions_the_right_way(tiny: Tiny, held_out: He
     in that colour match it too; a negative example naming them must move them to 'other' and nothing else."""
     visual, classifier = tiny
     images = [image for _, _, image in held_out]
-    upstream = {("clip", "visual"): visual.run_chunk(images, {}, {"_maxBatch": 64})}
+    upstream = {("clip", "visual"): visual.run_chunk(images, {}, {}, max_batch=64)}
 
     def predict(classes: dict) -> list[str]:
         return [labels[0].name for labels in classifier.run_chunk(images, upstream, {"classes": classes})]

@@ -11,7 +11,7 @@ from contract.output import write_outputs
 from contract.spec import new_batch_id
 from worker.local_processes import ProcessPool
 from worker.pipeline.run import Decoded
-from worker.runtime import Runtime, build_runtime
+from worker.runtime import Engine, build_engine
 
 __all__ = ["ProcessPool", "run_local", "summarize", "write_outputs"]
 
@@ -36,7 +36,7 @@ def run_local(
     settings: Settings,
     progress: Callable[[int], None] | None = None,
     batch_id: str | None = None,
-    runtime: Runtime | ProcessPool | None = None,
+    runtime: Engine | ProcessPool | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Process ``assets`` chunk by chunk; results in asset order, and a summary.
 
@@ -46,7 +46,7 @@ def run_local(
     shared among that many processes (``worker.local_processes``).
 
     ``runtime``: warm sessions to reuse across calls (the benchmarks do), a
-    ``Runtime`` for this process or a ``ProcessPool``; it is left open.
+    ``Engine`` for this process or a ``ProcessPool``; it is left open.
     Without it, what is needed is built here and closed.
     """
     bid = batch_id or new_batch_id()
@@ -60,7 +60,7 @@ def run_local(
 
 
 def _run_here(
-    runtime: Runtime | None,
+    runtime: Engine | None,
     assets: list[dict[str, Any]],
     tasks: dict[str, Any],
     settings: Settings,
@@ -71,7 +71,7 @@ def _run_here(
     from worker.pipeline.graph import GraphError
     from worker.pipeline.run import plan_for
 
-    rt = runtime or build_runtime(settings, local_paths_ok=True)
+    rt = runtime or build_engine(settings, local_paths_ok=True)
     pipeline = rt.pipeline
     chunks = _chunks(assets, settings.chunk_size)
     results: list[dict[str, Any]] = []

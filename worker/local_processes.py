@@ -26,18 +26,18 @@ from config import Settings
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Barrier
 
-    from worker.runtime import Runtime
+    from worker.runtime import Engine
 
 # How long starting the processes (imports, model loads, warm-up) may take.
 READY_TIMEOUT_S = 600.0
 
-# The runtime of this process, when it is one of the pool's, and the pool's start barrier (set by _start).
-_runtime: Runtime | None = None
+# The engine of this process, when it is one of the pool's, and the pool's start barrier (set by _start).
+_engine: Engine | None = None
 _ready: Barrier | None = None
 
 
 class ProcessPool:
-    """``processes`` spawned processes, each with a runtime built from ``settings`` and ``tasks``'s models warm."""
+    """``processes`` spawned processes, each with an engine built from ``settings`` and ``tasks``'s models warm."""
 
     def __init__(self, settings: Settings, tasks: dict[str, Any], processes: int) -> None:
         context = multiprocessing.get_context("spawn")
@@ -80,16 +80,16 @@ class ProcessPool:
 
 
 def _start(settings: Settings, tasks: dict[str, Any], barrier: Barrier) -> None:
-    """Pool process initializer: build the runtime and warm the job's models."""
-    global _runtime, _ready
+    """Pool process initializer: build the engine and warm the job's models."""
+    global _engine, _ready
     from contract.spec import SpecError
     from worker.pipeline.graph import GraphError
-    from worker.runtime import build_runtime
+    from worker.runtime import build_engine
 
-    _runtime = build_runtime(settings, local_paths_ok=True)
+    _engine = build_engine(settings, local_paths_ok=True)
     # An invalid tasks block loads nothing here; process() turns it into per-asset invalid_spec records.
     with contextlib.suppress(SpecError, GraphError, LookupError):
-        _runtime.preload(tasks)
+        _engine.preload(tasks)
     _ready = barrier
 
 
@@ -100,5 +100,5 @@ def _wait_ready() -> int:
 
 
 def _process_chunk(batch_id: str, chunk: list[dict[str, Any]], tasks: dict[str, Any]) -> list[dict[str, Any]]:
-    assert _runtime is not None, "not a pool process"
-    return _runtime.pipeline.process(batch_id, chunk, tasks)
+    assert _engine is not None, "not a pool process"
+    return _engine.pipeline.process(batch_id, chunk, tasks)

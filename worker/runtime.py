@@ -1,4 +1,4 @@
-"""Build the pipeline, model cache and sinks a worker process (or ``assetq run``) uses, from Settings."""
+"""Build the engine (pipeline + model cache) and sinks a worker process (or ``assetq run``) uses, from Settings."""
 
 from __future__ import annotations
 
@@ -20,28 +20,11 @@ log = logging.getLogger(__name__)
 
 
 def runtime_options(settings: Settings) -> RuntimeOptions:
-    return RuntimeOptions(
-        device=settings.device,
-        intra_op_threads=settings.intra_op_threads,
-        inter_op_threads=settings.inter_op_threads,
-        denormal_as_zero=settings.denormal_as_zero,
-        gpu_mem_limit_mb=settings.gpu_mem_limit_mb,
-        cuda_arena_extend_strategy=settings.cuda_arena_extend_strategy,
-        warmup=settings.warmup,
-        text_cache_entries=settings.zero_shot_cache_entries,
-    )
+    return RuntimeOptions.from_settings(settings)
 
 
 def limits(settings: Settings) -> Limits:
-    return Limits(
-        max_pixels=settings.max_image_pixels,
-        max_side=settings.max_image_side,
-        asset_time_limit_s=settings.asset_time_limit_s,
-        face_batch_size=settings.face_batch_size,
-        text_batch_size=settings.text_batch_size,
-        clip_batch_size=settings.clip_batch_size,
-        detection_batch_size=settings.detection_batch_size,
-    )
+    return Limits.from_settings(settings)
 
 
 def s3_client(settings: Settings) -> Any:
@@ -64,7 +47,9 @@ def s3_client(settings: Settings) -> Any:
 
 
 @dataclass
-class Runtime:
+class Engine:
+    """What runs the models in one process: the pipeline, its warm model cache, and the installed catalog."""
+
     settings: Settings
     cache: ModelCache
     pipeline: Pipeline
@@ -80,12 +65,12 @@ class Runtime:
             self.cache.get(step.task, step.type, step.model_name)
 
 
-def build_runtime(settings: Settings, allowed_roots: list[Path] | None = None, local_paths_ok: bool = False) -> Runtime:
+def build_engine(settings: Settings, allowed_roots: list[Path] | None = None, local_paths_ok: bool = False) -> Engine:
     """``local_paths_ok``: any local path may be read (``assetq run`` over paths the user named)."""
     cache = ModelCache(settings.model_dir, runtime_options(settings), ttl_s=settings.model_ttl_s)
     roots: list[Path] | None = None if local_paths_ok else list(allowed_roots or settings.allowed_roots)
     fetcher = Fetcher(roots, settings.max_image_bytes, s3_client=lambda: s3_client(settings))
-    return Runtime(settings, cache, Pipeline(cache, fetcher, limits(settings)))
+    return Engine(settings, cache, Pipeline(cache, fetcher, limits(settings)))
 
 
 def build_sinks(settings: Settings, redis_client: Any | None, result_dir: Path | None = None) -> list[Sink]:

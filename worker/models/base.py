@@ -1,10 +1,16 @@
 """The session protocol and the ``InferenceModel`` base every model builds on.
 
-One subclass per model, one module each. A subclass declares:
+One subclass per model, one module each, made available by one entry in
+``worker.models.registry.MODELS``. A subclass declares, on the class, all the
+pipeline needs to know about it:
 
 * ``task`` and ``type`` -- where it sits in the job spec's ``tasks`` block and in
   the model directory (``<model_dir>/<task>/<modelName>/<type>/model.onnx``),
-* ``depends_on`` -- the ``(task, type)`` steps whose outputs it needs,
+* ``depends_on`` / ``runs_after`` -- the ``(task, type)`` steps whose outputs it
+  needs / reads when they were requested too,
+* ``batch_setting`` -- the Settings field capping the items of one session call,
+* ``decode_side`` -- the short side it needs of each decoded image,
+* ``result_fields`` -- how its output becomes the asset's result JSON,
 * ``run_chunk`` -- the batched work over a whole chunk of decoded images.
 
 Runtimes are swappable: anything that satisfies :class:`Session` can stand in
@@ -22,11 +28,17 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from config.settings import Settings, default_of, from_settings, mirrored
+from contract.names import ModelType, Task
+from worker.pipeline.graph import Step, StepKey
 from worker.pipeline.image import DecodedImage
 
 log = logging.getLogger(__name__)
 
-StepKey = tuple[str, str]  # (task, type), e.g. ("facial-recognition", "detection")
+__all__ = ["FULL_SIZE", "AssetOutputs", "InferenceModel", "RuntimeOptions", "Session", "StepKey"]
+
+# A decode side meaning "keep the whole image".
+FULL_SIZE = 0
 
 
 class NodeArg(Protocol):
@@ -47,16 +59,20 @@ class Session(Protocol):
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How sessions are built on this worker process (derived from Settings)."""
+    """How sessions are built on this worker process: the Settings of the same names, defaults included."""
 
-    device: str = "cpu"  # "cpu" or a CUDA ordinal as seen by this process
-    intra_op_threads: int = 0
-    inter_op_threads: int = 1
-    denormal_as_zero: bool = True
-    gpu_mem_limit_mb: int = 0
-    cuda_arena_extend_strategy: str = "kSameAsRequested"
-    warmup: bool = True
-    text_cache_entries: int = 16  # zero-shot: class configs whose text embeddings are kept
+    device: str = mirrored("device")  # "cpu" or a CUDA ordinal as seen by this process
+    intra_op_threads: int = mirrored("intra_op_threads")
+    inter_op_threads: int = mirrored("inter_op_threads")
+    denormal_as_zero: bool = mirrored("denormal_as_zero")
+    gpu_mem_limit_mb: int = mirrored("gpu_mem_limit_mb")
+    cuda_arena_extend_strategy: str = mirrored("cuda_arena_extend_strategy")
+    warmup: bool = mirrored("warmup")
+    text_cache_entries: int = mirrored("zero_shot_cache_entries")  # zero-shot: class configs whose texts are kept
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RuntimeOptions:
+        return from_settings(cls, settings)
 
 
 SessionFactory = Callable[[Path, RuntimeOptions, bool], Session]
@@ -113,14 +129,27 @@ class ModelNotInstalled(FileNotFoundError):
     """A requested model's files are not in the model directory."""
 
 
+@dataclass(frozen=True)
+class AssetOutputs:
+    """What one asset's result document is built from: the chunk's steps and this asset's output of each."""
+
+    steps: Mapping[StepKey, Step]
+    outputs: Mapping[StepKey, Any]
+    # The tasks the request named: a step can also run because another needs it (clip.visual for zero-shot).
+    requested: frozenset[str]
+
+
 class InferenceModel(ABC):
     """One ONNX session, loaded once, kept warm, run in batches."""
 
-    task: ClassVar[str]
-    type: ClassVar[str]
+    task: ClassVar[Task]
+    type: ClassVar[ModelType]
     depends_on: ClassVar[tuple[StepKey, ...]] = ()
     # Optional dependencies: run after these steps when they are requested too.
     runs_after: ClassVar[tuple[StepKey, ...]] = ()
+    # The Settings field (e.g. "face_batch_size") that caps the items of one session call; the
+    # pipeline passes its value as ``run_chunk``'s ``max_batch``. None: the step does not batch.
+    batch_setting: ClassVar[str | None] = None
     # Set per model once outputs were checked identical with subnormals flushed.
     flush_denormals: ClassVar[bool] = False
 
@@ -130,12 +159,45 @@ class InferenceModel(ABC):
         model_dir: Path,
         runtime: RuntimeOptions | None = None,
         session_factory: SessionFactory | None = None,
+        *,
+        max_batch: int | None = None,
     ) -> None:
         self.model_name = model_name
         self.model_dir = Path(model_dir)
         self.runtime = runtime or RuntimeOptions()
         self._session_factory = session_factory or onnxruntime_session
         self._session: Session | None = None
+        # Items per session call when ``run_chunk`` is not given ``max_batch`` (the pipeline always gives it).
+        self.max_batch = self.default_max_batch() if max_batch is None else max_batch
+
+    # -- declarations the pipeline reads --------------------------------------
+    @classmethod
+    def default_max_batch(cls) -> int:
+        """The default of this model's ``batch_setting`` (1 for a step that does not batch)."""
+        return int(default_of(cls.batch_setting)) if cls.batch_setting else 1
+
+    @classmethod
+    def decode_side(cls, options: Mapping[str, Any], detail_side: int) -> int:
+        """The short side (decoded pixels) this step needs each image to keep; ``FULL_SIZE``: the whole image.
+
+        A chunk is decoded at the largest side its steps need (JPEGs DCT-scaled down to it).
+        ``detail_side`` is the side the pipeline keeps for steps that crop fine detail (faces,
+        text lines) out of the image; ``options`` are the step's request options.
+        """
+        return FULL_SIZE
+
+    def result_fields(self, output: Any, step: Step, asset: AssetOutputs) -> dict[str, Any]:
+        """This step's top-level keys of the asset's result document, JSON-ready; {} when it adds none.
+
+        Called for the steps in plan order, later keys replacing earlier ones: a step that
+        refines another's output (recognition after detection) rewrites that step's key.
+        ``output`` is this step's output for the asset. Must not touch the session.
+        """
+        return {}
+
+    def batch_limit(self, max_batch: int | None) -> int:
+        """Items per session call: this call's ``max_batch``, else the model's own; at least one."""
+        return max(1, self.max_batch if max_batch is None else max_batch)
 
     # -- files ---------------------------------------------------------------
     @property
@@ -209,10 +271,13 @@ class InferenceModel(ABC):
         images: Sequence[DecodedImage],
         upstream: Mapping[StepKey, Sequence[Any]],
         options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
     ) -> list[Any]:
         """Process every image of a chunk; returns one output per image, in order.
 
         ``upstream`` holds the per-image outputs of the steps named in
         ``depends_on``. ``options`` are this request's per-model options
-        (e.g. ``minScore``); never store them on ``self``.
+        (e.g. ``minScore``); never store them on ``self``. ``max_batch`` caps
+        the items of one session call (see ``batch_limit``).
         """

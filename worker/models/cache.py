@@ -1,4 +1,4 @@
-"""Keeps model sessions warm per process and frees the ones left idle."""
+"""Keeps model sessions warm per process and frees the ones left idle, by a timer of its own."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +20,11 @@ from worker.models.registry import model_class
 log = logging.getLogger(__name__)
 
 CacheKey = tuple[str, str, str]  # (task, type, modelName)
+
+# The idle timer wakes this many times per TTL: a model left idle is unloaded between
+# 1 and 1 + 1/SWEEPS_PER_TTL TTLs after its last use, at the cost of a few wake-ups per TTL.
+SWEEPS_PER_TTL = 4
+MIN_SWEEP_S = 0.1  # however short the TTL, the timer never spins
 
 
 @lru_cache(maxsize=1)
@@ -52,9 +59,13 @@ def release_memory() -> None:
 class ModelCache:
     """One instance of each ``(task, type, modelName)`` per process.
 
-    ``get`` loads on first use; ``evict_idle`` (called between tasks and by a
-    timer) drops sessions unused for ``ttl_s`` seconds, so their memory goes
-    back to the allocator. ``ttl_s = 0`` keeps everything.
+    ``get`` loads on first use; ``evict_idle`` drops sessions unused for
+    ``ttl_s`` seconds, so their memory goes back to the operating system.
+    ``ttl_s = 0`` keeps everything. With a TTL, loading the first model starts
+    a daemon thread that calls ``evict_idle`` every ``ttl_s / SWEEPS_PER_TTL``
+    seconds, so an idle worker unloads with no task to trigger it. A model
+    taken with ``lease`` is in use until the lease ends: it is never unloaded
+    under the step running it, and its idle time starts when the lease ends.
     """
 
     def __init__(
@@ -72,7 +83,11 @@ class ModelCache:
         self._clock = clock
         self._models: dict[CacheKey, InferenceModel] = {}
         self._last_used: dict[CacheKey, float] = {}
+        self._leases: dict[CacheKey, int] = {}  # open leases per model: in use, never evicted
+        # One lock for all of it: the timer thread and the task's threads take it in turn.
         self._lock = threading.RLock()
+        self._timer: threading.Thread | None = None
+        self._stop_timer = threading.Event()
 
     def get(self, task: str, type_: str, model_name: str) -> InferenceModel:
         key = (task, type_, model_name)
@@ -83,23 +98,43 @@ class ModelCache:
                 model = cls(model_name, self.model_dir, self.runtime, self._session_factory)
                 model.load()
                 self._models[key] = model
+                self._start_timer()
             self._last_used[key] = self._clock()
             return model
+
+    @contextmanager
+    def lease(self, task: str, type_: str, model_name: str) -> Iterator[InferenceModel]:
+        """``get``, with the model kept loaded until the block ends (the idle clock restarts then)."""
+        key = (task, type_, model_name)
+        with self._lock:
+            model = self.get(task, type_, model_name)
+            self._leases[key] = self._leases.get(key, 0) + 1
+        try:
+            yield model
+        finally:
+            with self._lock:
+                self._leases[key] -= 1
+                if not self._leases[key]:
+                    del self._leases[key]
+                self._last_used[key] = self._clock()
 
     def loaded(self) -> list[CacheKey]:
         with self._lock:
             return sorted(self._models)
 
     def evict_idle(self) -> list[CacheKey]:
+        """Unload every model unused for longer than ``ttl_s`` and not leased; the keys unloaded."""
         if self.ttl_s <= 0:
             return []
-        now = self._clock()
         with self._lock:
-            stale = [k for k, t in self._last_used.items() if now - t > self.ttl_s]
+            now = self._clock()
+            stale = [k for k, t in self._last_used.items() if now - t > self.ttl_s and k not in self._leases]
             for key in stale:
                 self._drop(key)
+            if stale:
+                # Under the lock, so that a model no longer ``loaded()`` has its memory back too.
+                release_memory()
         if stale:
-            release_memory()
             log.info("unloaded idle models: %s", ", ".join("/".join(k) for k in stale))
         return stale
 
@@ -109,8 +144,58 @@ class ModelCache:
                 self._drop(key)
         release_memory()
 
+    def close(self) -> None:
+        """Stop the idle timer and unload everything."""
+        self._stop_timer.set()
+        timer = self._timer
+        if timer is not None and timer is not threading.current_thread():
+            timer.join()
+        self.clear()
+
+    # -- the idle timer ---------------------------------------------------------------------
+    def _start_timer(self) -> None:
+        """Start the timer thread unless it runs (called under the lock, when a model is loaded)."""
+        # A forked child inherits the Thread object but not the thread: is_alive() is False there.
+        if self.ttl_s <= 0 or (self._timer is not None and self._timer.is_alive()):
+            return
+        self._stop_timer.clear()
+        self._timer = threading.Thread(
+            target=_sweep_until_stopped,
+            args=(weakref.ref(self), self._stop_timer),
+            name="assetq-model-ttl",
+            daemon=True,
+        )
+        self._timer.start()
+
+    def sweep_interval_s(self) -> float:
+        return max(MIN_SWEEP_S, self.ttl_s / SWEEPS_PER_TTL)
+
     def _drop(self, key: CacheKey) -> None:
         model = self._models.pop(key, None)
         self._last_used.pop(key, None)
         if model is not None:
             model.unload()
+
+
+def _sweep_until_stopped(cache_ref: weakref.ref[ModelCache], stop: threading.Event) -> None:
+    """The timer thread: ``evict_idle`` every sweep interval until stopped, or the TTL is switched off.
+
+    It holds the cache only by a weak reference while it sleeps, so a cache nobody uses any
+    more is collected (its sessions with it) and the thread ends.
+    """
+    while True:
+        cache = cache_ref()
+        if cache is None or cache.ttl_s <= 0:
+            return  # loading a model under a TTL starts a new timer
+        interval = cache.sweep_interval_s()
+        del cache
+        if stop.wait(interval):
+            return
+        cache = cache_ref()
+        if cache is None:
+            return
+        try:
+            cache.evict_idle()
+        except Exception:  # a failed unload must not end the timer: the next sweep tries again
+            log.exception("unloading idle models failed")
+        del cache

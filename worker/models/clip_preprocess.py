@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from contract.names import ModelType
+
 # OpenAI CLIP's normalisation, OpenCLIP's default when a pack does not say.
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -79,7 +81,7 @@ class PreprocessConfig:
     @classmethod
     def from_pack(cls, pack_dir: Path) -> PreprocessConfig:
         """Read ``visual/preprocess_cfg.json``, else fall back to the image size in ``config.json``."""
-        cfg_path = pack_dir / "visual" / PREPROCESS_CFG_JSON
+        cfg_path = pack_dir / ModelType.VISUAL / PREPROCESS_CFG_JSON
         if cfg_path.is_file():
             return cls.from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
         model_cfg = read_model_config(pack_dir)

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from contract.names import ModelType, Task
 from worker.models.base import InferenceModel, StepKey
 from worker.models.clip_preprocess import read_model_config
 from worker.models.clip_tokenizer import TextTokenizer, load_tokenizer
 from worker.models.clip_visual import l2_normalise, run_in_batches, session_batch_limit
-from worker.models.registry import register
 from worker.pipeline.image import DecodedImage
 
 # OpenCLIP's context length for every CLIP-BPE text tower unless the pack says otherwise.
@@ -30,10 +30,11 @@ DEFAULT_CONTEXT_LENGTH = 77
 DEFAULT_TEXT_BATCH = 64
 
 
-@register("openclip")
 class ClipTextual(InferenceModel):
-    task = "clip"
-    type = "textual"
+    """Not a pipeline step (the spec takes no ``clip.textual``): no batch setting, decode side or result."""
+
+    task = Task.CLIP
+    type = ModelType.TEXTUAL
 
     tokenizer: TextTokenizer
     _input_dtype: np.dtype[Any]
@@ -75,5 +76,7 @@ class ClipTextual(InferenceModel):
         images: Sequence[DecodedImage],
         upstream: Mapping[StepKey, Sequence[Any]],
         options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
     ) -> list[Any]:
         raise TypeError("clip/textual embeds texts, not images: call embed_texts() (the zero-shot step does)")

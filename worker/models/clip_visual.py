@@ -16,13 +16,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from worker.models.base import InferenceModel, StepKey
+from contract.names import ModelType, Task
+from worker.models.base import AssetOutputs, InferenceModel, StepKey
 from worker.models.clip_preprocess import PreprocessConfig, normalise_batch, resize_and_crop
-from worker.models.registry import register
+from worker.models.outputs import vector_json
+from worker.pipeline.graph import Step
 from worker.pipeline.image import DecodedImage
 
-# Default images per session call when the request does not say (Settings.clip_batch_size feeds "_maxBatch").
-DEFAULT_MAX_BATCH = 16
+# Short side a chunk is decoded at for CLIP: towers crop 224 px, and 448 leaves room for 336/384 px exports.
+DECODE_SIDE = 448
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
@@ -57,10 +59,10 @@ def run_in_batches(model: InferenceModel, inputs: np.ndarray, batch_size: int, f
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
-@register("openclip")
 class ClipVisual(InferenceModel):
-    task = "clip"
-    type = "visual"
+    task = Task.CLIP
+    type = ModelType.VISUAL
+    batch_setting: ClassVar[str | None] = "clip_batch_size"
     # The resize and centre crop (~20 ms from a 2000x1500 decode) run in the decode threads.
     prepares: ClassVar[bool] = True
 
@@ -74,9 +76,18 @@ class ClipVisual(InferenceModel):
         _, self._fixed_batch = session_batch_limit(model_input.shape, 1)
         self._input_dtype = onnx_float_type(getattr(model_input, "type", None))
 
+    @classmethod
+    def decode_side(cls, options: Mapping[str, Any], detail_side: int) -> int:
+        return DECODE_SIDE
+
+    def result_fields(self, output: np.ndarray, step: Step, asset: AssetOutputs) -> dict[str, Any]:
+        if Task.CLIP not in asset.requested:
+            return {}  # run only for zero-shot, which reads the embedding: not asked for
+        return {"clip": {"embedding": vector_json(output), "model": step.model_name}}
+
     def warmup(self) -> None:
         height, width = self.preprocess_cfg.size
-        self.embed_pixels([np.zeros((height, width, 3), dtype=np.uint8)], DEFAULT_MAX_BATCH)
+        self.embed_pixels([np.zeros((height, width, 3), dtype=np.uint8)], self.max_batch)
 
     def prepare(self, image: DecodedImage, options: Mapping[str, Any]) -> None:
         cfg = getattr(self, "preprocess_cfg", None)  # set once loaded; never loads from here
@@ -105,12 +116,13 @@ class ClipVisual(InferenceModel):
         images: Sequence[DecodedImage],
         upstream: Mapping[StepKey, Sequence[Any]],
         options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
     ) -> list[np.ndarray]:
         """One (dim,) float32 L2-normalised embedding per image, batched across the chunk."""
-        max_batch = int(options.get("_maxBatch", DEFAULT_MAX_BATCH))
         self.load()
         crops = [_crop(image, self.preprocess_cfg) for image in images]
-        return [np.ascontiguousarray(row) for row in self.embed_crops(crops, max_batch)]
+        return [np.ascontiguousarray(row) for row in self.embed_crops(crops, self.batch_limit(max_batch))]
 
 
 def _crop(image: DecodedImage, cfg: PreprocessConfig) -> np.ndarray:

@@ -16,20 +16,19 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from worker.models.base import InferenceModel, RuntimeOptions, SessionFactory, StepKey
+from contract.names import ModelType, Task
+from worker.models.base import AssetOutputs, InferenceModel, RuntimeOptions, SessionFactory, StepKey
 from worker.models.face_align import ALIGNED_SIZE, align_face
-from worker.models.outputs import FaceBox
+from worker.models.outputs import FaceBox, rounded, vector_json
+from worker.pipeline.graph import Step
 from worker.pipeline.image import DecodedImage
 
-FACE_TASK = "facial-recognition"
-DETECTION_STEP: StepKey = (FACE_TASK, "detection")
+DETECTION_STEP: StepKey = (Task.FACIAL_RECOGNITION, ModelType.DETECTION)
 
-# Named defaults; the worker passes Settings.detection_batch_size / face_batch_size
-# as the "_maxBatch" option, and a request may set "minScore" / "inputSize".
+# The default of the request's "minScore" when a caller gives none (the spec fills it in).
 DEFAULT_MIN_SCORE = 0.7
+# Side of the square canvas the detectors letterbox to; also the short side a chunk is decoded at for them.
 DEFAULT_INPUT_SIZE = 640
-DEFAULT_DETECTION_BATCH = 8
-DEFAULT_RECOGNITION_BATCH = 32
 STRIDE_MULTIPLE = 32  # both detectors downsample by 32: canvas sides must be multiples of it
 
 
@@ -109,15 +108,14 @@ class RawDetections:
 class FaceDetector(InferenceModel):
     """Letterbox a chunk into equal square canvases, run them in batches, decode, NMS.
 
-    ``max_batch`` (images per session call) and ``input_size`` (canvas side, a
-    multiple of 32) are constructor defaults that the ``_maxBatch`` and
-    ``inputSize`` options override per call. A model file with a fixed input
-    shape wins over both.
+    ``input_size`` (canvas side, a multiple of 32) is fixed per instance; a
+    model file with a fixed input shape wins over it and over ``max_batch``.
     """
 
-    task: ClassVar[str] = FACE_TASK
-    type: ClassVar[str] = "detection"
+    task: ClassVar[Task] = Task.FACIAL_RECOGNITION
+    type: ClassVar[ModelType] = ModelType.DETECTION
     depends_on: ClassVar[tuple[StepKey, ...]] = ()
+    batch_setting: ClassVar[str | None] = "detection_batch_size"
     nms_threshold: ClassVar[float]
     # The letterbox resize runs in the decode threads.
     prepares: ClassVar[bool] = True
@@ -130,11 +128,10 @@ class FaceDetector(InferenceModel):
         session_factory: SessionFactory | None = None,
         *,
         input_size: int = DEFAULT_INPUT_SIZE,
-        max_batch: int = DEFAULT_DETECTION_BATCH,
+        max_batch: int | None = None,
     ) -> None:
-        super().__init__(model_name, model_dir, runtime, session_factory)
+        super().__init__(model_name, model_dir, runtime, session_factory, max_batch=max_batch)
         self.input_size = _check_input_size(input_size)
-        self.max_batch = max_batch
         self._fixed_size: int | None = None
         self._fixed_batch: int | None = None
 
@@ -154,8 +151,15 @@ class FaceDetector(InferenceModel):
     def _decode(self, outputs: list[np.ndarray], index: int, size: int, min_score: float) -> RawDetections:
         """Candidates scoring at least ``min_score`` for image ``index`` of the batch."""
 
+    @classmethod
+    def decode_side(cls, options: Mapping[str, Any], detail_side: int) -> int:
+        return DEFAULT_INPUT_SIZE  # the canvas: a finer decode would only be shrunk again
+
+    def result_fields(self, output: list[FaceBox], step: Step, asset: AssetOutputs) -> dict[str, Any]:
+        return {"faces": faces_json(output, None, step, None)}
+
     def warmup(self) -> None:
-        size = self._fixed_size or self.input_size
+        size = self._canvas_size()
         self.predict(self._blob(np.zeros((1, size, size, 3), dtype=np.uint8)))
 
     def run_chunk(
@@ -163,13 +167,15 @@ class FaceDetector(InferenceModel):
         images: Sequence[DecodedImage],
         upstream: Mapping[StepKey, Sequence[Any]],
         options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
     ) -> list[list[FaceBox]]:
         min_score = float(options.get("minScore", DEFAULT_MIN_SCORE))
-        self.load()  # a model file with a fixed input shape overrides the options
-        size = self._canvas_size(options)
-        max_batch = self._fixed_batch or int(options.get("_maxBatch", self.max_batch))
+        self.load()  # a model file with a fixed input shape overrides size and batch
+        size = self._canvas_size()
+        per_call = self._fixed_batch or self.batch_limit(max_batch)
         results: list[list[FaceBox]] = []
-        for part in batches(len(images), max_batch):
+        for part in batches(len(images), per_call):
             boxed = [_letterboxed(image, size) for image in images[part]]
             outputs = self.predict(self._blob(np.stack([b.canvas for b in boxed])))
             for index, (image, fitted) in enumerate(zip(images[part], boxed, strict=True)):
@@ -179,10 +185,10 @@ class FaceDetector(InferenceModel):
 
     def prepare(self, image: DecodedImage, options: Mapping[str, Any]) -> None:
         if self.loaded:  # a fixed input size is known once loaded
-            _letterboxed(image, self._canvas_size(options))
+            _letterboxed(image, self._canvas_size())
 
-    def _canvas_size(self, options: Mapping[str, Any]) -> int:
-        return self._fixed_size or _check_input_size(int(options.get("inputSize", self.input_size)))
+    def _canvas_size(self) -> int:
+        return self._fixed_size or self.input_size
 
     def _to_faces(self, raw: RawDetections, fitted: Letterbox, image: DecodedImage) -> list[FaceBox]:
         keep = nms(raw.boxes, raw.scores, self.nms_threshold)
@@ -220,9 +226,10 @@ def anchor_grid(size: int, stride: int, anchors_per_cell: int) -> np.ndarray:
 class FaceRecognizer(InferenceModel):
     """Align every face of a chunk and embed them all together, in batches across images."""
 
-    task: ClassVar[str] = FACE_TASK
-    type: ClassVar[str] = "recognition"
+    task: ClassVar[Task] = Task.FACIAL_RECOGNITION
+    type: ClassVar[ModelType] = ModelType.RECOGNITION
     depends_on: ClassVar[tuple[StepKey, ...]] = (DETECTION_STEP,)
+    batch_setting: ClassVar[str | None] = "face_batch_size"
     embedding_dim: int  # per class; replaced by the loaded model's output width when it is fixed
 
     def __init__(
@@ -232,11 +239,19 @@ class FaceRecognizer(InferenceModel):
         runtime: RuntimeOptions | None = None,
         session_factory: SessionFactory | None = None,
         *,
-        max_batch: int = DEFAULT_RECOGNITION_BATCH,
+        max_batch: int | None = None,
     ) -> None:
-        super().__init__(model_name, model_dir, runtime, session_factory)
-        self.max_batch = max_batch
+        super().__init__(model_name, model_dir, runtime, session_factory, max_batch=max_batch)
         self._fixed_batch: int | None = None
+
+    @classmethod
+    def decode_side(cls, options: Mapping[str, Any], detail_side: int) -> int:
+        return detail_side  # faces are aligned from the decoded pixels: small ones need them fine
+
+    def result_fields(self, output: np.ndarray, step: Step, asset: AssetOutputs) -> dict[str, Any]:
+        # Rewrites the detector's "faces": the same boxes, filtered by this step's minScore, with embeddings.
+        detection = asset.steps[DETECTION_STEP]
+        return {"faces": faces_json(asset.outputs[DETECTION_STEP], output, detection, step)}
 
     def _after_load(self) -> None:
         first = self.session.get_inputs()[0].shape[0]
@@ -268,6 +283,8 @@ class FaceRecognizer(InferenceModel):
         images: Sequence[DecodedImage],
         upstream: Mapping[StepKey, Sequence[Any]],
         options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
     ) -> list[np.ndarray]:
         faces_per_image: Sequence[Sequence[FaceBox]] = upstream[DETECTION_STEP]
         crops: list[np.ndarray] = []
@@ -279,5 +296,27 @@ class FaceRecognizer(InferenceModel):
                 crops.append(align_face(image.pixels, marks))
             counts.append(len(faces))
         stacked = np.stack(crops) if crops else np.zeros((0, ALIGNED_SIZE, ALIGNED_SIZE, 3), dtype=np.uint8)
-        vectors = self.embed(stacked, int(options.get("_maxBatch", self.max_batch)))
+        vectors = self.embed(stacked, self.batch_limit(max_batch))
         return np.split(vectors, np.cumsum(counts)[:-1]) if counts else []
+
+
+def faces_json(
+    boxes: Sequence[FaceBox], embeddings: np.ndarray | None, detection: Step, recognition: Step | None
+) -> list[dict[str, Any]]:
+    """An asset's ``faces``: its boxes (those scoring at least recognition's ``minScore``), with embeddings if any."""
+    min_score = (recognition.options.get("minScore") if recognition else None) or 0.0
+    model = {"detection": detection.model_name, **({"recognition": recognition.model_name} if recognition else {})}
+    faces = []
+    for i, face in enumerate(boxes):
+        if face.score < min_score:
+            continue
+        item: dict[str, Any] = {
+            "box": [rounded(v, 2) for v in face.box],
+            "score": rounded(face.score),
+            "landmarks": [[rounded(x, 2), rounded(y, 2)] for x, y in face.landmarks],
+        }
+        if embeddings is not None:
+            item["embedding"] = vector_json(embeddings[i])
+        item["model"] = model
+        faces.append(item)
+    return faces

@@ -14,13 +14,11 @@ import numpy as np
 
 from worker.models.blobs import normalised
 from worker.models.face_common import FaceDetector, RawDetections, anchor_grid
-from worker.models.registry import register
 
 STRIDES = (8, 16, 32)
 ANCHORS_PER_CELL = 2
 
 
-@register("insightface")
 class ScrfdDetector(FaceDetector):
     nms_threshold: ClassVar[float] = 0.4  # InsightFace's default for SCRFD
     # Outputs checked bit-identical with subnormals flushed on real photos (tests/test_face_models.py).

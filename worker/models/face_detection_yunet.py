@@ -18,12 +18,10 @@ import numpy as np
 
 from worker.models.blobs import nchw_float32
 from worker.models.face_common import FaceDetector, RawDetections, anchor_grid
-from worker.models.registry import register
 
 STRIDES = (8, 16, 32)
 
 
-@register("opencv")
 class YunetDetector(FaceDetector):
     nms_threshold: ClassVar[float] = 0.3  # cv2.FaceDetectorYN's default
     _output_names: list[str]

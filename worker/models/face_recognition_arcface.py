@@ -12,10 +12,8 @@ import numpy as np
 
 from worker.models.blobs import normalised
 from worker.models.face_common import FaceRecognizer
-from worker.models.registry import register
 
 
-@register("insightface")
 class ArcFaceRecognizer(FaceRecognizer):
     embedding_dim = 512
     # Outputs checked bit-identical with subnormals flushed on real photos (tests/test_face_models.py).

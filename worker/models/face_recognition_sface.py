@@ -14,10 +14,8 @@ import numpy as np
 
 from worker.models.blobs import nchw_float32
 from worker.models.face_common import FaceRecognizer
-from worker.models.registry import register
 
 
-@register("opencv")
 class SFaceRecognizer(FaceRecognizer):
     embedding_dim = 128
     # Outputs checked bit-identical with subnormals flushed on real photos (tests/test_face_models.py).

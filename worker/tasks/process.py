@@ -141,7 +141,7 @@ def _process(self: Task, payload: Any, args: tuple[Any, ...], kwargs: dict[str, 
 
     t0 = time.perf_counter()
     try:
-        results = rt.runtime.pipeline.process(batch_id, chunk.assets, chunk.tasks)
+        results = rt.engine.pipeline.process(batch_id, chunk.assets, chunk.tasks)
         redis_call(lambda: dl.count_assets(rt.redis, batch_id, "processed", asset_ids, s.result_ttl_s))
         redis_call(lambda: write_all(rt.sinks, results, chunk.output))
     except (TransientError, SoftTimeLimitExceeded) as e:
@@ -158,7 +158,7 @@ def _process(self: Task, payload: Any, args: tuple[Any, ...], kwargs: dict[str, 
 
     redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
     redis_call(lambda: record_chunk(rt.redis, results))
-    rt.runtime.cache.evict_idle()
+    rt.engine.cache.evict_idle()
     counts: dict[str, int] = {}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -212,4 +212,3 @@ def _poison(
     redis_call(lambda: dead_letter_chunk(rt.store, chunk, "poison", message, crashed, first))
     redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
     return {"batch_id": batch_id, "chunk_id": chunk_id, "dead_lettered": "poison"}
-
