@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any
 
 from celery import Celery, signals
 
 from config import Settings, get_settings
 from contract.broker import celery_wire_config
+from worker.bootstrap import context, start_heartbeat
 from worker.broker import transport_for
 from worker.tasks import refused
 
@@ -68,36 +68,18 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 app = create_app()
 
-# --- per-process runtime ------------------------------------------------------------
-_runtime_lock = threading.Lock()
-_runtime: Any = None
-
-
-def get_runtime() -> Any:
-    """The process's warm runtime (pipeline, model cache, sinks), built on first use."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            from worker.worker_runtime import WorkerRuntime
-
-            _runtime = WorkerRuntime.from_settings(get_settings())
-        return _runtime
-
-
 @signals.worker_process_init.connect
 def _init_process(**_: Any) -> None:
     # Each pool child loads and warms its own sessions once (sessions do not survive fork).
-    rt = get_runtime()
+    ctx = context()
     if get_settings().preload:
-        rt.preload_installed()
+        ctx.preload_installed()
 
 
 @signals.worker_ready.connect
 def _ready(sender: Any = None, **_: Any) -> None:
-    from worker.worker_runtime import start_heartbeat
-
     settings = get_settings()
     pool_module = type(getattr(sender, "pool", None)).__module__
     if settings.preload and not pool_module.endswith("prefork"):
-        get_runtime().preload_installed()  # solo/threads pools have no child processes to init
+        context().preload_installed()  # solo/threads pools have no child processes to init
     start_heartbeat(settings, getattr(sender, "hostname", None) or os.environ.get("ASSETQ_NODE", "worker"))

@@ -73,17 +73,13 @@ def build_engine(settings: Settings, allowed_roots: list[Path] | None = None, lo
     return Engine(settings, cache, Pipeline(cache, fetcher, limits(settings)))
 
 
-def build_sinks(settings: Settings, redis_client: Any | None, result_dir: Path | None = None) -> list[Sink]:
-    from contract.store import BatchStore
+def build_sinks(settings: Settings, store: Any | None, result_dir: Path | None = None) -> list[Sink]:
+    """Redis (``store``, when given: the record of truth), S3, and the local directory if configured."""
     from worker.sinks import LocalDirSink, RedisSink, S3Sink
 
     sinks: list[Sink] = []
-    if redis_client is not None:
-        sinks.append(
-            RedisSink(
-                BatchStore(redis_client, settings.result_ttl_s, settings.results_stream, settings.results_stream_maxlen)
-            )
-        )
+    if store is not None:
+        sinks.append(RedisSink(store))
     sinks.append(S3Sink(s3_client(settings), settings.s3_bucket, settings.s3_prefix))
     if result_dir is not None:
         sinks.append(LocalDirSink(result_dir))

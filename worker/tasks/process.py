@@ -44,8 +44,9 @@ from kombu.exceptions import OperationalError
 from contract.errors import PayloadError
 from contract.metrics import record_chunk
 from contract.payload import PROCESS_CHUNK, ChunkPayload
-from worker.app import app, get_runtime
+from worker.app import app
 from worker.backoff import WRITE_REFUSED, backoff_s
+from worker.bootstrap import context
 from worker.pipeline.errors import TransientError
 from worker.sinks import write_all
 from worker.tasks import deliveries as dl
@@ -112,8 +113,8 @@ def process_chunk(self: Task, payload: Any = None, *args: Any, **kwargs: Any) ->
 
 
 def _process(self: Task, payload: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    rt = get_runtime()
-    s = rt.settings
+    ctx = context()
+    s = ctx.settings
     # Stop waiting for Redis a little before the soft time limit, so that giving up (handing the
     # message back) happens before the limit's exception can interrupt it.
     deadline = time.monotonic() + s.soft_time_limit_s * REDIS_WAIT_SHARE
@@ -128,37 +129,37 @@ def _process(self: Task, payload: Any, args: tuple[Any, ...], kwargs: dict[str, 
     except PayloadError as e:
         problem = str(e)
         evidence = {"payload": payload, "args": list(args), "kwargs": kwargs}
-        redis_call(lambda: dead_letter_invalid(rt.store, self.request.id, "invalid_payload", problem, evidence))
+        redis_call(lambda: dead_letter_invalid(ctx.store, self.request.id, "invalid_payload", problem, evidence))
         log.error("invalid payload dead-lettered: %s", problem)
         return {"dead_lettered": "invalid_payload", "reason": problem}
 
     batch_id, chunk_id = chunk.batch_id, chunk.chunk_id
     asset_ids = chunk.asset_ids
-    deliveries = redis_call(lambda: dl.delivery_started(rt.redis, chunk_id, s.result_ttl_s))
+    deliveries = redis_call(lambda: dl.delivery_started(ctx.redis, chunk_id, s.result_ttl_s))
     if deliveries > s.max_deliveries:
         return _poison(self, chunk, deliveries - 1, redis_call)
-    redis_call(lambda: dl.count_assets(rt.redis, batch_id, "attempts", asset_ids, s.result_ttl_s))
+    redis_call(lambda: dl.count_assets(ctx.redis, batch_id, "attempts", asset_ids, s.result_ttl_s))
 
     t0 = time.perf_counter()
     try:
-        results = rt.engine.pipeline.process(batch_id, chunk.assets, chunk.tasks)
-        redis_call(lambda: dl.count_assets(rt.redis, batch_id, "processed", asset_ids, s.result_ttl_s))
-        redis_call(lambda: write_all(rt.sinks, results, chunk.output))
+        results = ctx.pipeline.process(batch_id, chunk.assets, chunk.tasks)
+        redis_call(lambda: dl.count_assets(ctx.redis, batch_id, "processed", asset_ids, s.result_ttl_s))
+        redis_call(lambda: write_all(ctx.sinks, results, chunk.output))
     except (TransientError, SoftTimeLimitExceeded) as e:
         return _retry_or_give_up(self, chunk, e, redis_call)
     except Exception as e:
         if redis_down(e):
             raise  # not the chunk's fault, and nothing can be recorded: process_chunk hands it back
         log.exception("chunk %s failed unexpectedly; dead-lettering it", chunk_id)
-        first = redis_call(lambda: dl.first_failed_at(rt.redis, chunk_id))
+        first = redis_call(lambda: dl.first_failed_at(ctx.redis, chunk_id))
         message = f"{type(e).__name__}: {e}"
-        redis_call(lambda: dead_letter_chunk(rt.store, chunk, "error", message, self.request.retries + 1, first))
-        redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
+        redis_call(lambda: dead_letter_chunk(ctx.store, chunk, "error", message, self.request.retries + 1, first))
+        redis_call(lambda: dl.chunk_finished(ctx.redis, chunk_id))
         return {"batch_id": batch_id, "chunk_id": chunk_id, "dead_lettered": "error"}
 
-    redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
-    redis_call(lambda: record_chunk(rt.redis, results))
-    rt.engine.cache.evict_idle()
+    redis_call(lambda: dl.chunk_finished(ctx.redis, chunk_id))
+    redis_call(lambda: record_chunk(ctx.redis, results))
+    ctx.cache.evict_idle()
     counts: dict[str, int] = {}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -168,15 +169,15 @@ def _process(self: Task, payload: Any, args: tuple[Any, ...], kwargs: dict[str, 
 def _retry_or_give_up(
     self: Task, chunk: ChunkPayload, e: BaseException, redis_call: Callable[[Callable[[], Any]], Any]
 ) -> dict[str, Any]:
-    rt = get_runtime()
-    s = rt.settings
+    ctx = context()
+    s = ctx.settings
     chunk_id = chunk.chunk_id
-    first = redis_call(lambda: dl.delivery_retrying(rt.redis, chunk_id, s.result_ttl_s))
+    first = redis_call(lambda: dl.delivery_retrying(ctx.redis, chunk_id, s.result_ttl_s))
     retries = self.request.retries
     if retries >= s.max_retries:
         message = f"{type(e).__name__}: {e}"
-        failed = redis_call(lambda: dead_letter_chunk(rt.store, chunk, "transient", message, retries + 1, first))
-        redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
+        failed = redis_call(lambda: dead_letter_chunk(ctx.store, chunk, "transient", message, retries + 1, first))
+        redis_call(lambda: dl.chunk_finished(ctx.redis, chunk_id))
         log.error("chunk %s dead-lettered after %d tries: %s", chunk_id, retries + 1, message)
         return {"batch_id": chunk.batch_id, "chunk_id": chunk_id, "dead_lettered": "transient", "failed": failed}
     delay = backoff_s(retries, s.retry_backoff_s, s.retry_backoff_max_s)
@@ -190,12 +191,12 @@ def _poison(
     self: Task, chunk: ChunkPayload, crashed: int, redis_call: Callable[[Callable[[], Any]], Any]
 ) -> dict[str, Any]:
     """``crashed`` deliveries never finished: isolate the culprit, or dead-letter it."""
-    rt = get_runtime()
+    ctx = context()
     batch_id, chunk_id, assets = chunk.batch_id, chunk.chunk_id, chunk.assets
     if len(assets) > 1:
         log.error("chunk %s: %d deliveries never finished; splitting its %d assets", chunk_id, crashed, len(assets))
         info = self.request.delivery_info or {}
-        queue = info.get("routing_key") or rt.settings.queue
+        queue = info.get("routing_key") or ctx.settings.queue
 
         def send(part: ChunkPayload) -> None:
             self.apply_async(
@@ -204,11 +205,11 @@ def _poison(
 
         for n, asset in enumerate(assets):
             redis_call(partial(send, chunk.part(n, asset)))
-        redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
+        redis_call(lambda: dl.chunk_finished(ctx.redis, chunk_id))
         return {"batch_id": batch_id, "chunk_id": chunk_id, "split": len(assets)}
-    message = f"delivered {crashed} times and its worker died every time (max_deliveries={rt.settings.max_deliveries})"
+    message = f"delivered {crashed} times and its worker died every time (max_deliveries={ctx.settings.max_deliveries})"
     log.error("chunk %s dead-lettered as poison: %s", chunk_id, message)
-    first = redis_call(lambda: dl.first_failed_at(rt.redis, chunk_id))
-    redis_call(lambda: dead_letter_chunk(rt.store, chunk, "poison", message, crashed, first))
-    redis_call(lambda: dl.chunk_finished(rt.redis, chunk_id))
+    first = redis_call(lambda: dl.first_failed_at(ctx.redis, chunk_id))
+    redis_call(lambda: dead_letter_chunk(ctx.store, chunk, "poison", message, crashed, first))
+    redis_call(lambda: dl.chunk_finished(ctx.redis, chunk_id))
     return {"batch_id": batch_id, "chunk_id": chunk_id, "dead_lettered": "poison"}

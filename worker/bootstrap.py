@@ -1,0 +1,98 @@
+"""Wiring, in one place: what a worker process builds once and keeps between tasks.
+
+The Celery adapter (``worker/app.py``, ``worker/tasks/``) asks ``context()`` for it; nothing
+else in the worker builds a Redis client, a store or sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from config import Settings, get_settings
+from contract.catalog import default_tasks, scan_model_dir
+from contract.connection import redis_client
+from contract.fleet import ALLOWED_ROOTS, HEARTBEAT_TTL_S, WorkerRegistry, root_forms
+from contract.store import BatchStore
+from worker.models.cache import ModelCache
+from worker.pipeline.run import Pipeline
+from worker.runtime import Engine, build_engine, build_sinks
+from worker.sinks import Sink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    """A worker process's warm pipeline and model cache, its Redis, batch store and result sinks."""
+
+    settings: Settings
+    engine: Engine
+    pipeline: Pipeline
+    cache: ModelCache
+    redis: redis.Redis
+    store: BatchStore
+    sinks: list[Sink]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerContext:
+        client = redis_client(settings)
+        store = BatchStore.from_settings(settings, client)
+        engine = build_engine(settings)
+        sinks = build_sinks(settings, store, settings.result_dir)
+        return cls(settings, engine, engine.pipeline, engine.cache, client, store, sinks)
+
+    def preload_installed(self) -> None:
+        """Load and warm every installed model (the tasks this worker will most likely get)."""
+        tasks = default_tasks(self.engine.catalog())
+        if not tasks:
+            log.warning("no models installed in %s", self.settings.model_dir)
+            return
+        try:
+            self.engine.preload(tasks)
+        except Exception:  # a broken model must not stop the worker; tasks report it
+            log.exception("preloading models failed")
+
+
+_lock = threading.Lock()
+_context: WorkerContext | None = None
+
+
+def context() -> WorkerContext:
+    """This process's context, built on first use (in each pool child: sessions do not survive fork)."""
+    global _context
+    with _lock:
+        if _context is None:
+            _context = WorkerContext.from_settings(get_settings())
+        return _context
+
+
+def start_heartbeat(settings: Settings, node: str) -> threading.Thread:
+    """Advertise this worker (device, installed models, allowed roots) until the process ends.
+
+    The roots let a producer refuse ``file://`` assets no worker may read at submit time,
+    instead of each coming back ``outside_roots``.
+    """
+    registry = WorkerRegistry(redis_client(settings))
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            info: dict[str, Any] = {
+                "device": settings.device,
+                "catalog": scan_model_dir(settings.model_dir),
+                ALLOWED_ROOTS: root_forms(settings.allowed_roots),
+            }
+            try:
+                registry.advertise(node, info, HEARTBEAT_TTL_S)
+            except redis.RedisError as e:
+                log.debug("heartbeat failed: %s", e)
+            stop.wait(HEARTBEAT_TTL_S / 3)
+
+    thread = threading.Thread(target=beat, name="assetq-heartbeat", daemon=True)
+    thread.start()
+    return thread
