@@ -5,7 +5,9 @@ ARG EXTRAS=""
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 ASSETQ_MODEL_DIR=/models
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY cli ./cli
 COPY config ./config
+COPY contract ./contract
 COPY producer ./producer
 COPY worker ./worker
 RUN pip install --no-cache-dir . \

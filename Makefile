@@ -22,16 +22,19 @@ demo: models
 	$(BIN)/assetq run samples --out out/demo --spec docs/examples/demo-spec.json
 
 # Debian's redis-server for the tests' private Redis instances, the DejaVu fonts the OCR tests
-# render text with, and docker-compose to check docker-compose.yml without an engine.
+# render text with, docker-compose to check docker-compose.yml without an engine, and Chromium with
+# its driver for the operator page's browser test.
 services:
 	@command -v redis-server >/dev/null && command -v docker-compose >/dev/null \
+	  && command -v chromium >/dev/null && command -v chromedriver >/dev/null \
 	  && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || \
-	  (apt-get update -qq && apt-get install -y -qq redis-server fonts-dejavu-core docker-compose)
+	  (apt-get update -qq && apt-get install -y -qq redis-server fonts-dejavu-core docker-compose \
+	     chromium chromium-driver)
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy config contract producer worker
+	$(BIN)/mypy cli config contract producer worker
 
 test: lint models services
 	$(BIN)/pytest -q -p no:cacheprovider --durations=10

@@ -1,12 +1,15 @@
-"""Workers advertise themselves (device, installed models) in Redis with a heartbeat TTL.
+"""Workers advertise themselves (device, installed models, allowed roots) in Redis with a heartbeat TTL.
 
-The producer reads this to validate specs against what the fleet can run.
+The producer reads this to validate specs against what the fleet can run and read.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -16,6 +19,16 @@ from contract.keys import key
 from contract.spec import Catalog
 
 HEARTBEAT_TTL_S = 60
+ALLOWED_ROOTS = "allowed_roots"  # the info key: the folders a worker reads file:// URIs in
+
+
+def root_forms(roots: Iterable[Path | str]) -> list[str]:
+    """Each root both as an absolute path and with its symlinks resolved.
+
+    The worker checks a file against the resolved form; a producer may name the file through the
+    symlink. Advertising both lets the producer's check pass whenever the worker's would.
+    """
+    return sorted({form for r in roots for form in (os.path.abspath(r), os.path.realpath(r))})
 
 
 class WorkerRegistry:
@@ -45,3 +58,7 @@ class WorkerRegistry:
                 for type_, names in types.items():
                     merged.setdefault(task, {}).setdefault(type_, set()).update(names)
         return merged
+
+    def advertised_roots(self) -> list[list[str]]:
+        """The allowed roots of each live worker that advertises them (older workers do not)."""
+        return [list(info[ALLOWED_ROOTS]) for info in self.live().values() if isinstance(info.get(ALLOWED_ROOTS), list)]

@@ -13,10 +13,11 @@ from config import Settings, get_settings
 from contract.broker import celery_wire_config, held_chunks, transport_for
 from contract.catalog import merge, scan_model_dir
 from contract.connection import redis_client
-from contract.fleet import WorkerRegistry
+from contract.fleet import WorkerRegistry, root_forms
 from contract.payload import PROCESS_CHUNK, ChunkPayload
 from contract.spec import Catalog, JobSpec, SpecError, check_models, parse_spec
 from contract.store import BatchStore
+from producer.roots import outside_roots_errors
 
 CATALOG_TTL_S = 10.0  # how long a fetched model catalog is trusted (workers heartbeat every 20 s)
 
@@ -38,7 +39,11 @@ class Producer:
     """
 
     def __init__(
-        self, redis_url: str | None = None, settings: Settings | None = None, check_models: bool = True
+        self,
+        redis_url: str | None = None,
+        settings: Settings | None = None,
+        check_models: bool = True,
+        check_roots: bool = True,
     ) -> None:
         base = settings or get_settings()
         self.settings = base.model_copy(update={"redis_url": redis_url}) if redis_url else base
@@ -46,8 +51,10 @@ class Producer:
         self.store = BatchStore.from_settings(self.settings, self.redis)
         self.workers = WorkerRegistry(self.redis)
         self.check_models = check_models
+        self.check_roots = check_roots
         self._celery: Celery | None = None
         self._catalog: tuple[float, Catalog] | None = None
+        self._roots: tuple[float, list[list[str]]] | None = None
 
     @property
     def celery(self) -> Celery:
@@ -70,25 +77,56 @@ class Producer:
             )
         return self._catalog[1]
 
+    def advertised_roots(self, fresh: bool = False) -> list[list[str]]:
+        """The allowed roots of each live worker that advertises them; cached like ``catalog``."""
+        now = time.monotonic()
+        if fresh or self._roots is None or now > self._roots[0]:
+            self._roots = (now + CATALOG_TTL_S, self.workers.advertised_roots())
+        return self._roots[1]
+
     def validate(self, spec: JobSpec | dict[str, Any]) -> JobSpec:
+        """The parsed spec, or a ``SpecError`` with every problem found: models, then ``file://`` roots."""
         job = spec if isinstance(spec, JobSpec) else parse_spec(spec)
+        errors: list[tuple[str, str]] = []
         if self.check_models:
-            catalog = self.catalog()
-            if not catalog:
-                raise SpecError(
-                    [
-                        (
-                            "tasks",
-                            "no models are known: start a worker (it advertises its models) "
-                            f"or install models into {self.settings.model_dir}",
-                        )
-                    ]
-                )
-            check_models(job.tasks, catalog)
+            errors += self._model_errors(job)
+        if self.check_roots:
+            errors += self._roots_errors(job)
+        if errors:
+            raise SpecError(errors)
         return job
 
+    def _model_errors(self, job: JobSpec) -> list[tuple[str, str]]:
+        catalog = self.catalog()
+        if not catalog:
+            return [
+                (
+                    "tasks",
+                    "no models are known: start a worker (it advertises its models) "
+                    f"or install models into {self.settings.model_dir}",
+                )
+            ]
+        try:
+            check_models(job.tasks, catalog)
+        except SpecError as e:
+            return e.errors
+        return []
+
+    def _roots_errors(self, job: JobSpec) -> list[tuple[str, str]]:
+        if not any(a.uri and a.uri.startswith("file://") for a in job.assets):
+            return []
+        local = root_forms(self.settings.allowed_roots)
+        errors = outside_roots_errors(job.assets, self.advertised_roots(), local)
+        if errors:  # a worker may have started (or changed its roots) since the cached read: look again
+            errors = outside_roots_errors(job.assets, self.advertised_roots(fresh=True), local)
+        return errors
+
     def submit(self, spec: JobSpec | dict[str, Any], queue: str | None = None) -> str:
-        """Validate ``spec`` and enqueue it; returns the batch id. Nothing is enqueued if it is invalid."""
+        """Validate ``spec`` and enqueue it; returns the batch id. Nothing is enqueued if it is invalid.
+
+        Invalid includes ``file://`` assets outside every live worker's ``ASSETQ_ALLOWED_ROOTS``
+        (this machine's setting when no worker advertises its roots): each would only be skipped.
+        """
         job = self.validate(spec).with_batch_id()
         assert job.batch_id is not None
         if self.store.exists(job.batch_id):

@@ -28,7 +28,7 @@ def eval_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def classify(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "producer.cli", "classify", *args],
+        [sys.executable, "-m", "cli", "classify", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -47,7 +47,7 @@ def flower(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     log = Path(env["PHOTOS"]).parent / "flower.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", "flower", "--port", str(port), "--address", "127.0.0.1"],
+        [sys.executable, "-m", "cli", "flower", "--port", str(port), "--address", "127.0.0.1"],
         cwd=REPO,
         env={**os.environ, **S3_ENV, **env},
         stdout=log.open("wb"),

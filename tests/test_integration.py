@@ -120,7 +120,7 @@ def test_cli_submit_wait_status_results(
     env = {**os.environ, **S3_ENV, **worker_env}
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"tasks": {"facial-recognition": TASKS["facial-recognition"]}}))
-    cli = [sys.executable, "-m", "producer.cli"]
+    cli = [sys.executable, "-m", "cli"]
     out = tmp_path / "out"
     sub = subprocess.run(
         [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cli.main import build_parser
 from config.settings import Settings
-from producer.cli import build_parser
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -123,7 +123,7 @@ def test_duplicate_keys_in_a_spec_file_are_an_error(tmp_path) -> None:  # type: 
         '{"tasks": {"zero-shot": {"modelName": "m", "classes": {"a": {"positive": ["x"]}, "a": {"positive": ["y"]}}}}}'
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "producer.cli", "validate", "--schema-only", str(spec)], capture_output=True, text=True
+        [sys.executable, "-m", "cli", "validate", "--schema-only", str(spec)], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "duplicate key(s) 'a'" in proc.stderr
 
@@ -133,7 +133,7 @@ def test_validate_cli_exit_codes(tmp_path) -> None:  # type: ignore[no-untyped-d
     good.write_text(json.dumps({"tasks": IMMICH_REQUEST}))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"tasks": {"ocr": {"detection": {"modelName": "x", "options": {"minScore": -1}}}}}))
-    run = [sys.executable, "-m", "producer.cli", "validate", "--schema-only"]
+    run = [sys.executable, "-m", "cli", "validate", "--schema-only"]
     ok = subprocess.run([*run, str(good)], capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.strip() == "ok"
     no = subprocess.run([*run, str(bad)], capture_output=True, text=True)
@@ -143,7 +143,7 @@ def test_validate_cli_exit_codes(tmp_path) -> None:  # type: ignore[no-untyped-d
 
 def test_producer_imports_no_worker_code_and_no_onnxruntime() -> None:
     code = (
-        "import sys, producer, producer.cli, producer.client; "
+        "import sys, producer, producer.client, cli.main; "
         "bad=[m for m in sys.modules if m.startswith(('worker','onnxruntime','cv2','torch'))]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

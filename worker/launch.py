@@ -55,7 +55,8 @@ def launch(
     from worker.app import app
 
     argv = celery_argv(
-        queues.split(",") if queues else place.queues,
+        # Interactive chunks (/predict) first: the transport takes from the queues in this order.
+        queues.split(",") if queues else [settings.interactive_queue, *place.queues],
         name or place.node_name,
         concurrency or settings.concurrency,
         pool,
@@ -72,7 +73,7 @@ def _launch_many(
     """One child process per device, each seeing only its own GPU; stop them all together."""
     procs: list[subprocess.Popen[bytes]] = []
     for dev in devices:
-        cmd = [sys.executable, "-m", "producer.cli", "worker", "--device", dev, "--pool", pool, "--loglevel", loglevel]
+        cmd = [sys.executable, "-m", "cli", "worker", "--device", dev, "--pool", pool, "--loglevel", loglevel]
         if concurrency:
             cmd += ["--concurrency", str(concurrency)]
         if queues:

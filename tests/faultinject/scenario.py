@@ -148,7 +148,7 @@ def start_worker(env: dict[str, str]) -> WorkerProcess:
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``assetq ARGS`` as a separate process, as an operator would."""
     return subprocess.run(
-        [sys.executable, "-m", "producer.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=REPO,
         env={**os.environ, **S3_ENV, **{k: v for k, v in env.items() if k != "PYTHONPATH"}},
         capture_output=True,

@@ -166,7 +166,7 @@ class WorkerProcess:
             *self.wrapper,
             sys.executable,
             "-m",
-            "producer.cli",
+            "cli",
             "worker",
             "--pool",
             self.pool,
