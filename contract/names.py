@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 
 class Task(StrEnum):
@@ -29,3 +30,11 @@ class ModelType(StrEnum):
 
 Status = Literal["ok", "skipped", "failed"]
 FINAL_STATUSES: tuple[Status, ...] = ("ok", "skipped")  # an asset in one of these is done for good
+
+
+def count_statuses(results: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """``{"ok": n, "skipped": n, "failed": n}`` for result documents (every status present, zeros too)."""
+    counts = {"ok": 0, "skipped": 0, "failed": 0}
+    for r in results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return counts

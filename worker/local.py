@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from config import Settings
+from contract.names import count_statuses
 from contract.output import write_outputs
 from contract.spec import new_batch_id
 from worker.local_processes import ProcessPool
@@ -17,9 +18,7 @@ __all__ = ["ProcessPool", "run_local", "summarize", "write_outputs"]
 
 
 def summarize(results: list[dict[str, Any]], wall_s: float, batch_id: str) -> dict[str, Any]:
-    counts = {"ok": 0, "skipped": 0, "failed": 0}
-    for r in results:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    counts = count_statuses(results)
     total = len(results)
     return {
         "batch_id": batch_id,

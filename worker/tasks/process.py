@@ -43,6 +43,7 @@ from kombu.exceptions import OperationalError
 
 from contract.errors import PayloadError
 from contract.metrics import record_chunk
+from contract.names import count_statuses
 from contract.payload import PROCESS_CHUNK, ChunkPayload
 from worker.app import app
 from worker.backoff import WRITE_REFUSED, backoff_s
@@ -160,9 +161,7 @@ def _process(self: Task, payload: Any, args: tuple[Any, ...], kwargs: dict[str, 
     redis_call(lambda: dl.chunk_finished(ctx.redis, chunk_id))
     redis_call(lambda: record_chunk(ctx.redis, results))
     ctx.cache.evict_idle()
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    counts = count_statuses(results)
     return {"batch_id": batch_id, "chunk_id": chunk_id, **counts, "ms": round((time.perf_counter() - t0) * 1000)}
 
 
