@@ -55,7 +55,12 @@ class Settings(BaseSettings):
         default_factory=_default_model_dir, description="Model root: <task>/<modelName>/<type>/model.onnx."
     )
     model_ttl_s: int = Field(600, description="Unload a model idle for this long (0 = never).")
-    preload: bool = Field(True, description="Load and warm the installed models when a worker process starts.")
+    preload: bool | list[str] = Field(
+        True,
+        description="What a worker process loads and warms when it starts: true (every installed model), false "
+        "(nothing), or a JSON list of tasks and model names, e.g. '[\"facial-recognition\"]' or "
+        "'[\"buffalo_s\"]'. Anything else loads on first use and then stays warm.",
+    )
     warmup: bool = Field(True, description="Run one dummy batch after loading a model.")
 
     zero_shot_cache_entries: int = Field(16, ge=1, description="Class configs whose text embeddings a worker keeps.")

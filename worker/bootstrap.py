@@ -47,15 +47,32 @@ class WorkerContext:
         return cls(settings, engine, engine.pipeline, engine.cache, client, store, sinks)
 
     def preload_installed(self) -> None:
-        """Load and warm every installed model (the tasks this worker will most likely get)."""
-        tasks = default_tasks(self.engine.catalog())
-        if not tasks:
+        """Load and warm what ``ASSETQ_PRELOAD`` names, of the installed models (the tasks most likely to come)."""
+        installed = default_tasks(self.engine.catalog())
+        if not installed:
             log.warning("no models installed in %s", self.settings.model_dir)
+            return
+        tasks = preload_tasks(installed, self.settings.preload)
+        if not tasks:
             return
         try:
             self.engine.preload(tasks)
         except Exception:  # a broken model must not stop the worker; tasks report it
             log.exception("preloading models failed")
+
+
+def preload_tasks(installed: dict[str, Any], wanted: bool | list[str]) -> dict[str, Any]:
+    """The part of the default ``tasks`` block that ``ASSETQ_PRELOAD`` asks for: all of it, none, or the
+    tasks named, and the tasks using a model named (with the steps they depend on)."""
+    if wanted is True:
+        return installed
+    names = set(wanted or [])
+
+    def models_of(block: dict[str, Any]) -> set[str]:
+        found = {block["modelName"]} if isinstance(block.get("modelName"), str) else set()
+        return found | {v["modelName"] for v in block.values() if isinstance(v, dict) and "modelName" in v}
+
+    return {task: block for task, block in installed.items() if task in names or models_of(block) & names}
 
 
 _lock = threading.Lock()
