@@ -306,3 +306,23 @@ def test_an_idle_worker_does_not_busy_poll_redis(s3_server: S3Server, few_photos
         batch = p.submit({"assets": few_photos.assets()[:1], "tasks": TASKS})
         stage.wait(p, batch, 30)
         assert time.monotonic() - t0 < 5
+
+
+def test_an_idle_worker_rides_out_a_redis_turned_read_only(s3_server: S3Server, few_photos: PhotoSet) -> None:
+    """An idle worker blocks in BRPOP, which a read-only replica refuses (and unblocks when a master turns
+    replica): the worker waits it out instead of stopping with "Unrecoverable error"."""
+    with staged(s3_server, few_photos) as stage:
+        env = stage.env(chunk_size=4)
+        r = redis.Redis.from_url(env["ASSETQ_REDIS_URL"])
+        w = stage.worker(env)
+        new_consumer(r, set())
+        r.execute_command("REPLICAOF", "127.0.0.1", "1")  # a master that never answers: stays read-only
+        try:
+            wait_until(lambda: "Redis refuses the fetch" in w.log.read_text(), 30, "the worker to meet the refusal")
+        finally:
+            r.execute_command("REPLICAOF", "NO", "ONE")
+        p = producer_for(env)
+        stage.wait(p, stage.submit(p), 90)
+        assert w.proc is not None and w.proc.poll() is None, w.tail()
+        assert "Unrecoverable error" not in w.log.read_text()
+        stage.check(p, p.store.recent_batches(1)[0], max_processed=1)

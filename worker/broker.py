@@ -23,10 +23,12 @@ the consuming side.
 from __future__ import annotations
 
 import logging
+import time
 from functools import cached_property
 from time import monotonic
 from typing import Any, cast
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.transport.redis import Empty
@@ -34,6 +36,7 @@ from kombu.utils.json import loads
 
 from contract import broker as shared
 from contract.keys import wake_key
+from worker.backoff import FIRST_PAUSE_S, MAX_PAUSE_S, WRITE_REFUSED, backoff_s
 from worker.leases import Lease
 
 log = logging.getLogger(__name__)
@@ -130,17 +133,36 @@ class LeasedFetch:
             try:
                 # A token or the timeout: either way, look (a message sent without a token is found too).
                 chan.client.parse_response(chan.client.connection, "BRPOP", **options)
+                if getattr(chan, "_closing", False):
+                    raise Empty()
+                delivered = self._deliver_next(self._fetch_order)
             except chan.connection_errors:
                 chan.client.connection.disconnect()
                 raise
-            if getattr(chan, "_closing", False):
-                raise Empty()
-            if not self._deliver_next(self._fetch_order):
+            except redis.ResponseError as e:
+                if not refused(e):
+                    raise
+                # A read-only replica refuses even BRPOP, and a full or read-only Redis the fetch
+                # script (whole, before it takes anything): nothing was taken; wait and look again.
+                self._wait_out(e)
+                raise Empty() from None
+            self._refusals = 0
+            if not delivered:
                 raise Empty()
             return True
         finally:
             chan._in_poll = None
             chan._flush_brpop_reauth()
+
+    _refusals = 0
+
+    def _wait_out(self, e: Exception) -> None:
+        # In the event loop, but nothing can be taken or acknowledged meanwhile anyway; the lease
+        # thread keeps beating. Doubling pauses keep a refusing Redis from being hammered.
+        if self._refusals % 10 == 0:
+            log.warning("Redis refuses the fetch (%s); waiting", e)
+        time.sleep(backoff_s(self._refusals, FIRST_PAUSE_S, MAX_PAUSE_S))
+        self._refusals += 1
 
     def _deliver_next(self, lists: list[str]) -> bool:
         chan: Any = self
@@ -176,6 +198,11 @@ class LeasedFetch:
 
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         self.lease.requeue(message.delivery_tag, back=leftmost)
+
+
+def refused(e: Exception) -> bool:
+    """Redis refusing a write for now (full, read-only), or unblocking BRPOP as it turns into a replica."""
+    return isinstance(e, WRITE_REFUSED) or str(e).startswith("UNBLOCKED")
 
 
 def _readable(raw: bytes) -> dict[str, Any] | None:
