@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 app = create_app()
 
+
 @signals.worker_process_init.connect
 def _init_process(**_: Any) -> None:
     # Each pool child loads and warms its own sessions once (sessions do not survive fork).

@@ -16,8 +16,6 @@ from tools.testbed.services import REPO, S3_ENV, free_port, wait_for
 
 def serve_command() -> list[str]:
     """``assetq serve`` as a module run: the ``cli`` package's command."""
-    if not (REPO / "cli" / "serve.py").is_file():  # TEMPORARY until cli/ lands
-        return [sys.executable, "-m", "producer.api"]
     return [sys.executable, "-m", "cli", "serve"]
 
 
