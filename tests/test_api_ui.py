@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from contract.payload import ChunkPayload
 from tests.api_fixtures import FACES, OCR, TOKEN, ApiStack, api_stack  # noqa: F401
+from tools.testbed.services import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -55,18 +55,6 @@ def browser() -> Iterator[WebDriver]:
     driver.quit()
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 def sign_in(d: WebDriver, stack: ApiStack) -> None:
     d.get(f"{stack.url}/ui")
     if "Live workers" in d.page_source:
@@ -74,7 +62,7 @@ def sign_in(d: WebDriver, stack: ApiStack) -> None:
     box = d.find_element(By.NAME, "token")
     box.send_keys(TOKEN)
     box.submit()
-    wait_until(lambda: "Live workers" in d.page_source, 20, "the page after signing in")
+    wait_for(lambda: "Live workers" in d.page_source, 20, "the page after signing in")
 
 
 def test_the_page_shows_a_running_batch_moving_and_the_workers(browser: WebDriver, api_stack: ApiStack) -> None:  # noqa: F811
@@ -96,8 +84,8 @@ def test_the_page_shows_a_running_batch_moving_and_the_workers(browser: WebDrive
         return int(d.find_element(By.CSS_SELECTOR, selector).get_attribute("data-pending") or -1)
 
     first = pending()
-    wait_until(lambda: 0 < pending() < first, 120, "the batch's progress to move on the page")
-    wait_until(lambda: pending() == 0, 240, "the batch to finish on the page")
+    wait_for(lambda: 0 < pending() < first, 120, "the batch's progress to move on the page")
+    wait_for(lambda: pending() == 0, 240, "the batch to finish on the page")
     assert d.execute_script("return window.notReloaded === true")
     bar = d.find_element(By.CSS_SELECTOR, f"{selector} .bar span.ok")
     assert (bar.get_attribute("style") or "").startswith("width: 100")
@@ -138,9 +126,9 @@ def test_skips_by_kind_and_the_replay_button_replays_a_dead_lettered_chunk(
         d.save_screenshot(os.environ[SCREENSHOT_ENV])
 
     row.find_element(By.CSS_SELECTOR, "button.replay").click()
-    wait_until(lambda: "Re-enqueued 1 asset(s)" in d.page_source, 20, "the replay's confirmation")
+    wait_for(lambda: "Re-enqueued 1 asset(s)" in d.page_source, 20, "the replay's confirmation")
     progress = f'.progress[data-batch="{batch_id}"]'
-    wait_until(
+    wait_for(
         lambda: d.find_element(By.CSS_SELECTOR, progress).get_attribute("data-ok") == "2",
         120,
         "the replayed asset to turn ok on the page",

@@ -68,6 +68,8 @@ def test_fetch_takes_in_priority_then_queue_order_and_records_in_the_same_step(
         # taken and recorded together: it is in the held hash, under its list
         assert held(r, a)[fid] == f"{source}\n{raw.decode()}"
     assert order == ["high-other", "low", "low-other"]
+    r.lpush(wake_key(queue), 1, 1)  # stale tokens: nothing is queued any more
+    assert a.fetch(lists) is None and r.llen(wake_key(queue)) == 0  # cleared, so idle workers stay asleep
     assert all(r.llen(k) == 0 for k in lists) and len(held(r, a)) == 3
     # a fetch that leaves messages behind leaves a wake token for the next worker
     r.delete(wake_key(queue))

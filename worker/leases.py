@@ -70,12 +70,18 @@ _LUA_SEP = "".join(f"\\{ord(c)}" for c in PRIORITY_SEP)  # as a Lua escape: no r
 
 # Shared by the scripts: push a wake token for the queue of a kombu list; split a held entry.
 _WAKE = f"""
-local function wake(list_key)
+local function wake_key(list_key)
   local q = list_key
   local at = string.find(list_key, '{_LUA_SEP}', 1, true)
   if at then q = string.sub(list_key, 1, at - 1) end
-  redis.call('LPUSH', '{WAKE_PREFIX}' .. q, 1)
-  redis.call('LTRIM', '{WAKE_PREFIX}' .. q, 0, {WAKE_TOKENS_MAX - 1})
+  return '{WAKE_PREFIX}' .. q
+end
+local function wake(list_key)
+  redis.call('LPUSH', wake_key(list_key), 1)
+  redis.call('LTRIM', wake_key(list_key), 0, {WAKE_TOKENS_MAX - 1})
+end
+local function unwake(list_key)
+  redis.call('DEL', wake_key(list_key))
 end
 local function split(value)
   local nl = string.find(value, '\\n', 1, true)
@@ -98,6 +104,9 @@ for i = 2, #KEYS do
     return {KEYS[i], item}
   end
 end
+-- Nothing queued: what tokens are left are stale (a later publish pushes its message and a new token
+-- together), and would only make idle workers wake and look again.
+for i = 2, #KEYS do unwake(KEYS[i]) end
 return false
 """
 )
