@@ -50,9 +50,9 @@ from typing import ClassVar
 
 import redis
 
-from contract.broker import PRIORITY_SEP, WAKE_TOKENS_MAX
 from contract.connection import text
-from contract.keys import CONSUMERS, CONSUMERS_META, HELD_PREFIX, METRICS, WAKE_PREFIX, held_key
+from contract.keys import CONSUMERS, CONSUMERS_META, METRICS, held_key
+from worker import lease_scripts as scripts
 from worker.backoff import until_accepted
 
 log = logging.getLogger(__name__)
@@ -65,128 +65,6 @@ MAX_HEARTBEAT_S = 5.0
 CUT_OFF_AFTER_S = 10.0
 # Where fetched messages that are not kombu messages at all are kept (as raw bytes).
 UNREADABLE = "assetq:unreadable"
-
-_LUA_SEP = "".join(f"\\{ord(c)}" for c in PRIORITY_SEP)  # as a Lua escape: no raw control bytes in the source
-
-# Shared by the scripts: push a wake token for the queue of a kombu list; split a held entry.
-_WAKE = f"""
-local function wake_key(list_key)
-  local q = list_key
-  local at = string.find(list_key, '{_LUA_SEP}', 1, true)
-  if at then q = string.sub(list_key, 1, at - 1) end
-  return '{WAKE_PREFIX}' .. q
-end
-local function wake(list_key)
-  redis.call('LPUSH', wake_key(list_key), 1)
-  redis.call('LTRIM', wake_key(list_key), 0, {WAKE_TOKENS_MAX - 1})
-end
-local function unwake(list_key)
-  redis.call('DEL', wake_key(list_key))
-end
-local function split(value)
-  local nl = string.find(value, '\\n', 1, true)
-  return string.sub(value, 1, nl - 1), string.sub(value, nl + 1)
-end
-"""
-
-# KEYS[1] held hash, KEYS[2..] lists in fetch order.  ARGV[1] fetch id.
-_FETCH = (
-    "#!lua\n"
-    + _WAKE
-    + """
-for i = 2, #KEYS do
-  local item = redis.call('RPOP', KEYS[i])
-  if item then
-    redis.call('HSET', KEYS[1], ARGV[1], KEYS[i] .. '\\n' .. item)
-    for j = 2, #KEYS do
-      if redis.call('LLEN', KEYS[j]) > 0 then wake(KEYS[j]) break end
-    end
-    return {KEYS[i], item}
-  end
-end
--- Nothing queued: what tokens are left are stale (a later publish pushes its message and a new token
--- together), and would only make idle workers wake and look again.
-for i = 2, #KEYS do unwake(KEYS[i]) end
-return false
-"""
-)
-
-# KEYS[1] held hash.  ARGV[1] fetch id, ARGV[2] '1' = to the back of the queue (else the front).
-_REQUEUE = (
-    "#!lua\n"
-    + _WAKE
-    + """
-local value = redis.call('HGET', KEYS[1], ARGV[1])
-if not value then return 0 end
-local src, item = split(value)
-if ARGV[2] == '1' then redis.call('LPUSH', src, item) else redis.call('RPUSH', src, item) end
-redis.call('HDEL', KEYS[1], ARGV[1])
-wake(src)
-return 1
-"""
-)
-
-# KEYS[1] consumers, KEYS[2] meta.  ARGV[1] consumer id, ARGV[2] meta JSON.  1 = it was not registered.
-_HEARTBEAT = """#!lua flags=allow-oom
-local t = redis.call('TIME')
-local fresh = redis.call('ZADD', KEYS[1], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return fresh
-"""
-
-# KEYS[1] consumers, KEYS[2] meta, KEYS[3] metrics.
-# ARGV[1] dead after (s), ARGV[2] '1' = renew every lease instead of judging, ARGV[3..] consumers whose
-# process is known to be gone. Returns {consumer, fetch id, reason, argsrepr} per message put back.
-_RECOVER = (
-    "#!lua\n"
-    + _WAKE
-    + f"""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local dead, reason = {{}}, {{}}
-if ARGV[2] == '1' then
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('ZADD', KEYS[1], now, id) end
-else
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[1])))) do
-    dead[#dead + 1] = id
-    reason[id] = 'lease_expired'
-  end
-end
-for i = 3, #ARGV do
-  if not reason[ARGV[i]] then
-    dead[#dead + 1] = ARGV[i]
-    reason[ARGV[i]] = 'process_gone'
-  end
-end
-local out = {{}}
-for _, id in ipairs(dead) do
-  local held = '{HELD_PREFIX}' .. id
-  local entries = redis.call('HGETALL', held)
-  for j = 1, #entries, 2 do
-    local src, item = split(entries[j + 1])
-    redis.call('RPUSH', src, item)
-    wake(src)
-    redis.call('HINCRBY', KEYS[3], 'recovered|' .. reason[id], 1)
-    out[#out + 1] = id
-    out[#out + 1] = entries[j]
-    out[#out + 1] = reason[id]
-    out[#out + 1] = string.match(item, '"argsrepr": "([^"]*)"') or ''
-  end
-  redis.call('DEL', held)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('HDEL', KEYS[2], id)
-end
-return out
-"""
-)
-
-# KEYS[1] consumers, KEYS[2] meta, KEYS[3] held.  ARGV[1] consumer id. Leave only if nothing is held.
-_RETIRE = """#!lua
-if redis.call('HLEN', KEYS[3]) > 0 then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -243,11 +121,11 @@ class Lease:
         self.node = _node()
         self.started = _started(self.pid)
         self.held = held_key(self.id)
-        self._fetch = client.register_script(_FETCH)
-        self._requeue = client.register_script(_REQUEUE)
-        self._heartbeat = client.register_script(_HEARTBEAT)
-        self._recover = client.register_script(_RECOVER)
-        self._retire = client.register_script(_RETIRE)
+        self._fetch = client.register_script(scripts.FETCH)
+        self._requeue = client.register_script(scripts.REQUEUE)
+        self._heartbeat = client.register_script(scripts.HEARTBEAT)
+        self._recover = client.register_script(scripts.RECOVER)
+        self._retire = client.register_script(scripts.RETIRE)
         self._tags: dict[str, str] = {}  # delivery tag -> fetch id, of what this process knows it holds
         self._tags_lock = threading.Lock()
         self._thread: threading.Thread | None = None

@@ -285,7 +285,7 @@ def check_promise(
     keys = sorted(o["Key"] for o in listing)
     assert keys == sorted(f"{prefix}{batch}/{a}.json" for a in ids if statuses[a] != "failed")
     for a in ids:
-        if statuses[a] == "ok":
+        if statuses[a] != "failed":  # ok and skipped alike: the S3 copy is the Redis document
             body = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}{batch}/{a}.json")["Body"].read())
             assert body == results[a], a
     # the results stream saw each outcome once: one entry per status change, ending in the final one
