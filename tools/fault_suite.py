@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RECOVERY = re.compile(r"^recovery-s (\S+): ([0-9. ]+)", re.MULTILINE)
-SUMMARY = re.compile(r"^=+ (.*) in [0-9.]+s", re.MULTILINE)
+SUMMARY = re.compile(r"^(?:=+ )?(\d+ (?:passed|failed)[^\n]*?) in [0-9.]+s", re.MULTILINE)
 
 
 def run_once() -> tuple[bool, float, str, dict[str, list[float]]]:
