@@ -56,10 +56,10 @@ class Settings(BaseSettings):
     )
     model_ttl_s: int = Field(600, description="Unload a model idle for this long (0 = never).")
     preload: bool | list[str] = Field(
-        True,
-        description="What a worker process loads and warms when it starts: true (every installed model), false "
-        "(nothing), or a JSON list of tasks and model names, e.g. '[\"facial-recognition\"]' or "
-        "'[\"buffalo_s\"]'. Anything else loads on first use and then stays warm.",
+        False,
+        description="What a worker process loads and warms when it starts: false (nothing: each model loads on "
+        "first use and then stays warm, so a process holds only what its jobs need), true (every installed "
+        "model), or a JSON list of tasks and model names, e.g. '[\"facial-recognition\"]' or '[\"buffalo_s\"]'.",
     )
     warmup: bool = Field(True, description="Run one dummy batch after loading a model.")
 

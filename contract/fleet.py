@@ -20,6 +20,7 @@ from contract.spec import Catalog
 
 HEARTBEAT_TTL_S = 60
 ALLOWED_ROOTS = "allowed_roots"  # the info key: the folders a worker reads file:// URIs in
+PROCESSES = "processes"  # the info key: the worker's pool processes (chunks it can run at once)
 
 
 def root_forms(roots: Iterable[Path | str]) -> list[str]:
@@ -58,6 +59,10 @@ class WorkerRegistry:
                 for type_, names in types.items():
                     merged.setdefault(task, {}).setdefault(type_, set()).update(names)
         return merged
+
+    def processes(self) -> int:
+        """Pool processes of all live workers together (0 when none advertises them)."""
+        return sum(int(info.get(PROCESSES) or 0) for info in self.live().values())
 
     def advertised_roots(self) -> list[list[str]]:
         """The allowed roots of each live worker that advertises them (older workers do not)."""

@@ -12,6 +12,7 @@ from celery import Celery
 from config import Settings, get_settings
 from contract.broker import celery_wire_config, held_chunks, transport_for
 from contract.catalog import merge, scan_model_dir
+from contract.chunking import chunk_size_for
 from contract.connection import redis_client
 from contract.fleet import WorkerRegistry, root_forms
 from contract.payload import PROCESS_CHUNK, ChunkPayload
@@ -55,6 +56,7 @@ class Producer:
         self._celery: Celery | None = None
         self._catalog: tuple[float, Catalog] | None = None
         self._roots: tuple[float, list[list[str]]] | None = None
+        self._processes: tuple[float, int] | None = None
 
     @property
     def celery(self) -> Celery:
@@ -83,6 +85,13 @@ class Producer:
         if fresh or self._roots is None or now > self._roots[0]:
             self._roots = (now + CATALOG_TTL_S, self.workers.advertised_roots())
         return self._roots[1]
+
+    def live_processes(self) -> int:
+        """Pool processes the live workers advertise together (at least 1); cached like ``catalog``."""
+        now = time.monotonic()
+        if self._processes is None or now > self._processes[0]:
+            self._processes = (now + CATALOG_TTL_S, self.workers.processes())
+        return max(1, self._processes[1])
 
     def validate(self, spec: JobSpec | dict[str, Any]) -> JobSpec:
         """The parsed spec, or a ``SpecError`` with every problem found: models, then ``file://`` roots."""
@@ -135,7 +144,8 @@ class Producer:
         tasks = job.tasks.dump()
         output = job.output.model_dump(mode="json", exclude_none=True)
         self.store.create_batch(job.batch_id, assets, tasks, output)
-        size = max(1, self.settings.chunk_size)
+        # Chunks of at most chunk_size, as many as keep every live worker process busy to the end.
+        size = chunk_size_for(len(assets), self.settings.chunk_size, self.live_processes())
         for n, start in enumerate(range(0, len(assets), size)):
             self.send_chunk(
                 job.batch_id,

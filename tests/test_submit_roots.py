@@ -176,7 +176,7 @@ def test_the_worker_heartbeat_advertises_its_roots(redis_server: RedisServer, ro
     client = redis.Redis.from_url(url)
     client.flushdb()
     node = f"heartbeat-{uuid.uuid4().hex[:8]}@test"
-    start_heartbeat(Settings(_env_file=None, redis_url=url, allowed_roots=[roots["photos"]]), node)
+    start_heartbeat(Settings(_env_file=None, redis_url=url, allowed_roots=[roots["photos"]]), node, 1)
     registry = WorkerRegistry(client)
     wait_for(lambda: node in registry.live(), 10, "the heartbeat")
     assert registry.live()[node][ALLOWED_ROOTS] == root_forms([roots["photos"]])

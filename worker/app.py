@@ -83,4 +83,5 @@ def _ready(sender: Any = None, **_: Any) -> None:
     pool_module = type(getattr(sender, "pool", None)).__module__
     if settings.preload and not pool_module.endswith("prefork"):
         context().preload_installed()  # solo/threads pools have no child processes to init
-    start_heartbeat(settings, getattr(sender, "hostname", None) or os.environ.get("ASSETQ_NODE", "worker"))
+    node = getattr(sender, "hostname", None) or os.environ.get("ASSETQ_NODE", "worker")
+    start_heartbeat(settings, node, int(getattr(sender, "concurrency", None) or 1))

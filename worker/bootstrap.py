@@ -16,7 +16,7 @@ import redis
 from config import Settings, get_settings
 from contract.catalog import default_tasks, scan_model_dir
 from contract.connection import redis_client
-from contract.fleet import ALLOWED_ROOTS, HEARTBEAT_TTL_S, WorkerRegistry, root_forms
+from contract.fleet import ALLOWED_ROOTS, HEARTBEAT_TTL_S, PROCESSES, WorkerRegistry, root_forms
 from contract.store import BatchStore
 from worker.models.cache import ModelCache
 from worker.pipeline.run import Pipeline
@@ -88,11 +88,12 @@ def context() -> WorkerContext:
         return _context
 
 
-def start_heartbeat(settings: Settings, node: str) -> threading.Thread:
-    """Advertise this worker (device, installed models, allowed roots) until the process ends.
+def start_heartbeat(settings: Settings, node: str, processes: int) -> threading.Thread:
+    """Advertise this worker (device, installed models, allowed roots, pool processes) until the process ends.
 
     The roots let a producer refuse ``file://`` assets no worker may read at submit time,
-    instead of each coming back ``outside_roots``.
+    instead of each coming back ``outside_roots``; the processes let it cut a batch into
+    chunks that keep every process busy to the end (``contract.chunking``).
     """
     registry = WorkerRegistry(redis_client(settings))
     stop = threading.Event()
@@ -101,6 +102,7 @@ def start_heartbeat(settings: Settings, node: str) -> threading.Thread:
         while not stop.is_set():
             info: dict[str, Any] = {
                 "device": settings.device,
+                PROCESSES: processes,
                 "catalog": scan_model_dir(settings.model_dir),
                 ALLOWED_ROOTS: root_forms(settings.allowed_roots),
             }

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from config import Settings
+from contract.chunking import chunk_size_for
 from contract.names import count_statuses
 from contract.output import write_outputs
 from contract.spec import new_batch_id
@@ -104,9 +105,7 @@ def _run_in_pool(
     progress: Callable[[int], None] | None,
     bid: str,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    # Chunks no larger than an equal share, so that every process has work on a short run.
-    share = -(-len(assets) // pool.processes)
-    chunks = _chunks(assets, min(settings.chunk_size, share))
+    chunks = _chunks(assets, chunk_size_for(len(assets), settings.chunk_size, pool.processes))
     t0 = time.perf_counter()
     done: dict[int, list[dict[str, Any]]] = {}
     for index, out in pool.run(bid, chunks, tasks):
