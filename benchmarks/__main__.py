@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:
 from benchmarks import (  # noqa: E402
     batching,
     enqueue,
+    faces,
     headline,
     leads,
     loadtest,
@@ -59,10 +60,23 @@ from benchmarks.distributed import start_worker  # noqa: E402
 from benchmarks.env import prepare  # noqa: E402
 from benchmarks.photos import photo_set  # noqa: E402
 
-SECTIONS = ("headline", "variants", "batching", "roofline", "leads", "scale", "enqueue", "memory", "unload", "loadtest")
+SECTIONS = (
+    "headline",
+    "faces",
+    "variants",
+    "batching",
+    "roofline",
+    "leads",
+    "scale",
+    "enqueue",
+    "memory",
+    "unload",
+    "loadtest",
+)
 # Section name -> the module function that runs it and prints its tables (benchmarks/<name>.py).
 RUNNERS: dict[str, Callable[[Run, State], None]] = {
     "headline": headline.section,
+    "faces": faces.section,
     "variants": variants.section,
     "batching": batching.section,
     "roofline": roofline.section,
@@ -77,7 +91,7 @@ RUNNERS: dict[str, Callable[[Run, State], None]] = {
 # headline); the next three use its worker, which stops before the rest, as they start what they need.
 ON_HEADLINE_RUNTIME = ("roofline", "batching")
 ON_HEADLINE_WORKER = ("loadtest", "enqueue", "memory")
-ON_THEIR_OWN = ("variants", "leads", "scale", "unload")
+ON_THEIR_OWN = ("faces", "variants", "leads", "scale", "unload")
 
 
 def run_sections(run: Run, state: State, sections: set[str]) -> dict[str, float]:

@@ -25,6 +25,7 @@ class Agreement:
     faces_naive: int
     faces_fast: int
     face_cosine: float  # mean cosine of matched face embeddings (nan: no faces)
+    face_cosine_min: float  # the least of them
     lines_naive: int
     lines_matched: int  # naive text lines read identically by the fast path
     clip_cosine: float  # mean cosine of CLIP embeddings (nan: no CLIP)
@@ -70,6 +71,7 @@ def compare(naive: Sequence[Mapping[tuple[str, str], Any]], fast: Sequence[Mappi
         faces_n,
         faces_f,
         float(np.mean(face_cos)) if face_cos else float("nan"),
+        float(np.min(face_cos)) if face_cos else float("nan"),
         lines_n,
         lines_m,
         float(np.mean(clip_cos)) if clip_cos else float("nan"),

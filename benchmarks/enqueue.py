@@ -83,3 +83,4 @@ def section(run: Run, state: State) -> None:
             [[r.what, r.count, r.per_s, f"{r.per_s / celery.per_s:.2f}x"] for r in (celery, producer)],
         )
     )
+    run.ratios["enqueue_vs_celery"] = producer.per_s / celery.per_s

@@ -20,6 +20,15 @@ TARGETS = {
     "batch_gain_kept_pct": 90.0,
     "roofline_pct": 50.0,
     "floor_pct": 50.0,
+    # The faces job (section "faces"): the least of assetq's four figures (run and submit, steady and
+    # whole command) against the peer-style baseline, per image set; the session-time ceiling reached;
+    # the baseline's peak memory over the worker's (at least 1: the worker uses no more).
+    "faces_vs_peer_previews": 1.5,
+    "faces_vs_peer_small": 1.5,
+    "faces_vs_peer_12mp": 2.0,
+    "faces_ceiling_pct": 85.0,
+    "faces_memory_headroom": 1.0,
+    "enqueue_vs_celery": 0.8,
 }
 
 

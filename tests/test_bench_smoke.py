@@ -226,3 +226,29 @@ def test_no_benchmark_module_is_over_the_line_limit() -> None:
     lines = {p.name: len(p.read_text().splitlines()) for p in BENCHMARKS.glob("*.py")}
     assert "__main__.py" in lines
     assert {name: n for name, n in lines.items() if n > MAX_MODULE_LINES} == {}
+
+
+def test_the_peer_style_baseline_finds_the_same_faces_as_assetq(bench: tuple[BenchEnv, list[Path]]) -> None:
+    """The faces section's baseline (its own process, 2 request threads) against ``assetq run``'s path."""
+    from benchmarks.agreement import compare
+    from benchmarks.faces import faces_tasks
+    from benchmarks.peer import PeerProcess
+    from config.settings import Settings
+    from worker.local import run_local
+
+    env, photos = bench
+    tasks = faces_tasks()
+    peer = PeerProcess(env.model_dir, tasks)
+    try:
+        peer.warm(photos[:1])
+        wall, outputs, peak_mb = peer.run(photos)
+    finally:
+        peer.close()
+    assert not peer.process.is_alive()
+    assert wall > 0 and peak_mb > 50
+    settings = Settings(_env_file=None, model_dir=env.model_dir, concurrency=1, intra_op_threads=1)
+    results, _ = run_local(file_assets(photos), tasks, settings)
+    agreement = compare(outputs, results)
+    assert agreement.faces_naive >= 3
+    assert agreement.faces_fast == agreement.faces_naive
+    assert agreement.face_cosine_min >= 0.999
