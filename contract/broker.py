@@ -17,7 +17,11 @@ lease state for ``assetq status`` (which chunks wait on a dead consumer).
 from __future__ import annotations
 
 import base64
+import bisect
 import json
+import os
+import socket
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +47,62 @@ def queue_of(list_key: str) -> str:
     return list_key.split(PRIORITY_SEP, 1)[0]
 
 
+def list_for(queue: str, priority: int) -> str:
+    """The kombu list a message of ``priority`` goes to (kombu's steps: 0, 3, 6, 9; the queue's own list for 0)."""
+    steps = kombu_redis.Channel.priority_steps
+    step = steps[bisect.bisect(steps, max(0, min(int(priority), 9))) - 1]
+    return f"{queue}{PRIORITY_SEP}{step}" if step else queue
+
+
+def task_message(
+    task: str, kwargs: dict[str, Any], queue: str, priority: int, argsrepr: str, kwargsrepr: str
+) -> tuple[str, str]:
+    """(list key, stored JSON) of a Celery task message, exactly as Celery's ``send_task`` and kombu's Redis
+    transport would store it: protocol 2 headers, a base64 JSON body ``[args, kwargs, embed]``, kombu's
+    properties. The producer pushes it in the same script that records the batch (``contract.submit``), one
+    round trip instead of a transport round trip per chunk.
+    """
+    task_id = str(uuid.uuid4())
+    headers: dict[str, Any] = {
+        "lang": "py",
+        "task": task,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": argsrepr,
+        "kwargsrepr": kwargsrepr,
+        "origin": f"gen{os.getpid()}@{socket.gethostname()}",  # who sent it, as Celery writes it
+        "ignore_result": None,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    body = [[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    message = {
+        "body": base64.b64encode(json.dumps(body).encode()).decode("ascii"),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            "correlation_id": task_id,
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": priority,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return list_for(queue, priority), json.dumps(message)
+
+
 class Channel(kombu_redis.Channel):
     """kombu's Redis channel, publishing a wake-up token with every message."""
 
@@ -57,11 +117,6 @@ class Channel(kombu_redis.Channel):
         ]
         if self._expires and queue in self._expires:
             commands += [("pexpire", (self._q_for_pri(queue, p), self._expires[queue])) for p in self.priority_steps]
-        batch = kwargs.pop("_publish_batch", None)
-        if batch is not None:
-            for name, args in commands:
-                batch.add(name, *args)
-            return
         with self.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
             for name, args in commands:
                 getattr(pipe, name)(*args)

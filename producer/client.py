@@ -10,7 +10,7 @@ import redis
 from celery import Celery
 
 from config import Settings, get_settings
-from contract.broker import celery_wire_config, held_chunks, transport_for
+from contract.broker import celery_wire_config, held_chunks, task_message, transport_for
 from contract.catalog import merge, scan_model_dir
 from contract.chunking import chunk_size_for
 from contract.connection import redis_client
@@ -18,6 +18,7 @@ from contract.fleet import WorkerRegistry, root_forms
 from contract.payload import PROCESS_CHUNK, ChunkPayload
 from contract.spec import Catalog, JobSpec, SpecError, check_models, parse_spec
 from contract.store import BatchStore
+from contract.submit import Submitter
 from producer.roots import outside_roots_errors
 
 CATALOG_TTL_S = 10.0  # how long a fetched model catalog is trusted (workers heartbeat every 20 s)
@@ -57,6 +58,9 @@ class Producer:
         self._catalog: tuple[float, Catalog] | None = None
         self._roots: tuple[float, list[list[str]]] | None = None
         self._processes: tuple[float, int] | None = None
+        # One script records a batch and enqueues its chunks when the broker is this very Redis.
+        same_redis = transport_for(self.settings.broker) is not None and self.settings.broker == self.settings.redis_url
+        self._submitter = Submitter(self.redis, self.store.ttl_s) if same_redis else None
 
     @property
     def celery(self) -> Celery:
@@ -137,26 +141,36 @@ class Producer:
         (this machine's setting when no worker advertises its roots): each would only be skipped.
         """
         job = self.validate(spec).with_batch_id()
-        assert job.batch_id is not None
-        if self.store.exists(job.batch_id):
-            raise SpecError([("batch_id", f"batch {job.batch_id!r} exists already; use replay to run it again")])
+        batch_id = job.batch_id
+        assert batch_id is not None
+        taken = SpecError([("batch_id", f"batch {batch_id!r} exists already; use replay to run it again")])
         assets = [a.model_dump(exclude_none=True) for a in job.assets]
         tasks = job.tasks.dump()
         output = job.output.model_dump(mode="json", exclude_none=True)
-        self.store.create_batch(job.batch_id, assets, tasks, output)
+        queue = queue or self.settings.queue
         # Chunks of at most chunk_size, as many as keep every live worker process busy to the end.
         size = chunk_size_for(len(assets), self.settings.chunk_size, self.live_processes())
-        for n, start in enumerate(range(0, len(assets), size)):
-            self.send_chunk(
-                job.batch_id,
-                f"{job.batch_id}-{n}",
-                assets[start : start + size],
-                tasks,
-                output,
-                queue=queue,
-                priority=job.priority,
-            )
-        return job.batch_id
+        chunks = [
+            ChunkPayload(batch_id, f"{batch_id}-{n}", assets[start : start + size], tasks, output)
+            for n, start in enumerate(range(0, len(assets), size))
+        ]
+        if self._submitter is not None:  # the broker is the store's Redis: everything in one script
+            messages = [self._message(chunk, queue, job.priority) for chunk in chunks]
+            if not self._submitter.submit(batch_id, assets, tasks, output, queue, messages):
+                raise taken
+            return batch_id
+        if self.store.exists(batch_id):
+            raise taken
+        self.store.create_batch(batch_id, assets, tasks, output)
+        for chunk in chunks:
+            self._publish(chunk, queue, job.priority)
+        return batch_id
+
+    @staticmethod
+    def _message(chunk: ChunkPayload, queue: str, priority: int) -> tuple[str, str]:
+        described = chunk.describe()
+        kwargs = {"payload": chunk.encode()}
+        return task_message(PROCESS_CHUNK, kwargs, queue, priority, described["argsrepr"], described["kwargsrepr"])
 
     def send_chunk(
         self,
@@ -168,11 +182,13 @@ class Producer:
         queue: str | None = None,
         priority: int = 5,
     ) -> None:
-        payload = ChunkPayload(batch_id, chunk_id, assets, tasks, output)
+        self._publish(ChunkPayload(batch_id, chunk_id, assets, tasks, output), queue or self.settings.queue, priority)
+
+    def _publish(self, payload: ChunkPayload, queue: str, priority: int) -> None:
         self.celery.send_task(
             PROCESS_CHUNK,
             kwargs={"payload": payload.encode()},
-            queue=queue or self.settings.queue,
+            queue=queue,
             priority=priority,
             retries=0,
             **payload.describe(),  # short, readable arguments for Flower; the payload holds the rest
