@@ -28,3 +28,7 @@ class SpecError(AssetqError, ValueError):
 
 class PayloadError(AssetqError, ValueError):
     """A task message whose payload is not a chunk (kept as a dead letter, never run)."""
+
+
+class ReplicationError(AssetqError):
+    """A write the master took but too few replicas acknowledged in time: a failover now could lose it."""

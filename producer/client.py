@@ -13,6 +13,7 @@ from config import Settings, get_settings
 from contract.broker import celery_wire_config, held_chunks, transport_for
 from contract.catalog import merge, scan_model_dir
 from contract.connection import redis_client
+from contract.errors import ReplicationError
 from contract.fleet import WorkerRegistry, root_forms
 from contract.payload import PROCESS_CHUNK, ChunkPayload
 from contract.spec import Catalog, JobSpec, SpecError, check_models, parse_spec
@@ -146,7 +147,23 @@ class Producer:
                 queue=queue,
                 priority=job.priority,
             )
+        self._confirm_replicated(job.batch_id, -(-len(assets) // size))
         return job.batch_id
+
+    def _confirm_replicated(self, batch_id: str, chunks: int) -> None:
+        # An acknowledged write that no replica has yet is lost if the master fails over now, and a lost
+        # submit has nobody to send it again: so submit returns once a replica has it, or fails loudly.
+        wanted = self.settings.replica_acks
+        if wanted <= 0:
+            return
+        timeout_ms = self.settings.redis_replica_ack_timeout_ms
+        acked = self.store.confirm_replicated(batch_id, chunks, wanted, timeout_ms)
+        if acked < wanted:
+            raise ReplicationError(
+                f"batch {batch_id} is queued on the Redis master, but {acked} of {wanted} replicas acknowledged it "
+                f"within {timeout_ms} ms (ASSETQ_REDIS_REPLICA_ACKS): a failover now could lose it. Check "
+                f"`assetq status {batch_id}` once the replicas are back, and submit it again if it is gone."
+            )
 
     def send_chunk(
         self,

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 # The transport path for Celery's ``broker_transport`` setting, in workers.
 TRANSPORT = f"{__name__}:Transport"
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
 DEFAULT_DEAD_AFTER_S = 30.0
 # Socket timeout of the lease's own connections: a heartbeat must never hang on a dead socket.
 LEASE_SOCKET_TIMEOUT_S = 10.0
@@ -218,10 +219,21 @@ class Channel(LeasedFetch, shared.Channel):
     pass
 
 
+class SentinelChannel(LeasedFetch, shared.SentinelChannel):
+    """The same fetch and leases over Sentinel: every pool (the lease's too) asks the sentinels for the master."""
+
+    from_transport_options: Any = (*shared.SentinelChannel.from_transport_options, "worker_dead_after_s")
+
+
 class Transport(shared.Transport):
     Channel = Channel
 
 
+class SentinelTransport(shared.SentinelTransport):
+    Channel = SentinelChannel
+
+
 def transport_for(broker_url: str) -> str | None:
-    """This transport for a redis:// or rediss:// broker; None (the URL's own) for any other."""
-    return shared.transport_for(broker_url, TRANSPORT)
+    """This transport for a redis:// or rediss:// broker, its Sentinel twin for a sentinel:// one;
+    None (the URL's own) for any other."""
+    return shared.transport_for(broker_url, TRANSPORT, SENTINEL_TRANSPORT)
