@@ -31,4 +31,8 @@ class PayloadError(AssetqError, ValueError):
 
 
 class ReplicationError(AssetqError):
-    """A write the master took but too few replicas acknowledged in time: a failover now could lose it."""
+    """A batch the master took but too few replicas acknowledged in time: a failover now could lose it."""
+
+    def __init__(self, batch_id: str, message: str) -> None:
+        self.batch_id = batch_id
+        super().__init__(message)

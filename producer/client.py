@@ -160,9 +160,10 @@ class Producer:
         acked = self.store.confirm_replicated(batch_id, chunks, wanted, timeout_ms)
         if acked < wanted:
             raise ReplicationError(
+                batch_id,
                 f"batch {batch_id} is queued on the Redis master, but {acked} of {wanted} replicas acknowledged it "
                 f"within {timeout_ms} ms (ASSETQ_REDIS_REPLICA_ACKS): a failover now could lose it. Check "
-                f"`assetq status {batch_id}` once the replicas are back, and submit it again if it is gone."
+                f"`assetq status {batch_id}` once the replicas are back, and submit it again if it is gone.",
             )
 
     def send_chunk(

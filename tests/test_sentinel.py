@@ -242,6 +242,10 @@ def test_submit_returns_once_a_replica_has_the_batch_and_fails_when_none_acknowl
         with pytest.raises(ReplicationError, match="0 of 1 replicas"):
             p.submit(spec(photos, 4))
         assert time.monotonic() - started >= p.settings.redis_replica_ack_timeout_ms / 1000
+        # `assetq submit` says so and fails (standard output, the batch id for scripts, stays empty).
+        submitted = cli(env, "submit", str(photos.path(photos.good[0])))
+        assert submitted.returncode == 1 and "0 of 1 replicas" in submitted.stderr, submitted
+        assert submitted.stdout == "", submitted
         # Asking for no acknowledgement is the operator's explicit choice: then submit does not wait.
         unconfirmed = producer_for({**env, "ASSETQ_REDIS_REPLICA_ACKS": "0"})
         started = time.monotonic()
