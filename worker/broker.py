@@ -95,7 +95,12 @@ class LeasedFetch:
 
     def _new_lease(self) -> Lease:
         chan: Any = self
+        # Over Sentinel, making a pool replaces the channel's Sentinel manager, which kombu closes with
+        # the channel: keep the channel's own (the lease, and its manager, last as long as the process).
+        manager = getattr(chan, "_sentinel_manager", None)
         pool = chan._get_pool()  # a pool of its own: the heartbeat thread must not share the event loop's sockets
+        if manager is not None:
+            chan._sentinel_manager = manager
         pool.connection_kwargs["socket_timeout"] = LEASE_SOCKET_TIMEOUT_S
         return Lease(chan.Client(connection_pool=pool), float(self.worker_dead_after_s), lambda: chan.active_queues)
 

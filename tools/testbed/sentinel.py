@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -67,8 +68,8 @@ class SentinelProcess:
         return redis.Redis(host=HOST, port=self.port, socket_timeout=2, decode_responses=True)
 
     def master_port(self) -> int:
-        _host, port = self.client().sentinel_get_master_addr_by_name(self.master_name)
-        return int(port)
+        addr: Any = self.client().sentinel_get_master_addr_by_name(self.master_name)
+        return int(addr[1])
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -115,7 +116,7 @@ class SentinelCluster:
         return self
 
     def _knows(self, s: SentinelProcess, others: int) -> bool:
-        info = s.client().sentinel_master(self.master_name)
+        info: Any = s.client().sentinel_master(self.master_name)
         return int(info["num-other-sentinels"]) >= others and int(info["num-slaves"]) >= 1
 
     def master_port(self) -> int:
