@@ -45,20 +45,21 @@ class SentinelURL:
 
     @classmethod
     def parse(cls, url: str) -> SentinelURL:
-        sentinels: list[tuple[str, int]] = []
-        db, username, password = 0, None, None
-        for part in filter(None, (p.strip() for p in url.split(";"))):
-            u = urlsplit(part)
+        """Every address is a sentinel; the master's credentials and the database come from the first
+        address, as kombu reads them (so workers and assetq's own clients agree)."""
+        parts = [urlsplit(p.strip()) for p in url.split(";") if p.strip()]
+        for u in parts:
             if u.scheme.lower() != "sentinel" or not u.hostname:
-                raise ValueError(f"not a sentinel:// address: {part!r}")
-            sentinels.append((u.hostname, u.port or SENTINEL_DEFAULT_PORT))
-            if u.path.strip("/"):
-                db = int(u.path.strip("/"))
-            if u.password is not None and password is None:
-                username, password = (unquote(u.username) if u.username else None), unquote(u.password)
-        if not sentinels:
+                raise ValueError(f"not a sentinel:// address: {u.geturl()!r}")
+        if not parts:
             raise ValueError(f"no sentinel in {url!r}")
-        return cls(sentinels, db, username, password)
+        first = parts[0]
+        return cls(
+            [(str(u.hostname), u.port or SENTINEL_DEFAULT_PORT) for u in parts],
+            int(first.path.strip("/") or 0),
+            unquote(first.username) if first.username else None,
+            unquote(first.password) if first.password is not None else None,
+        )
 
     def master_kwargs(self) -> dict[str, Any]:
         return {"db": self.db, "username": self.username, "password": self.password}

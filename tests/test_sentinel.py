@@ -27,6 +27,7 @@ import redis
 
 from config import Settings
 from contract.broker import celery_wire_config
+from contract.broker import transport_for as producer_transport_for
 from contract.connection import SentinelURL, broker_sentinel_options
 from contract.errors import ReplicationError
 from contract.keys import key
@@ -103,6 +104,14 @@ def test_sentinel_url_lists_every_sentinel_with_the_masters_password_and_db() ->
     url = SentinelURL.parse("sentinel://:s%3Bcret@10.0.0.1:26379/2;sentinel://10.0.0.2;sentinel://10.0.0.3:26380/2")
     assert url.sentinels == [("10.0.0.1", 26379), ("10.0.0.2", 26379), ("10.0.0.3", 26380)]
     assert (url.db, url.username, url.password) == (2, None, "s;cret")
+    # like kombu, only the first address carries the master's credentials and the database
+    other = SentinelURL.parse("sentinel://10.0.0.1;sentinel://app:pw@10.0.0.2/3")
+    assert (other.db, other.username, other.password) == (0, None, None)
+    assert SentinelURL.parse("sentinel://app:pw@10.0.0.1/3").master_kwargs() == {
+        "db": 3,
+        "username": "app",
+        "password": "pw",
+    }
     with pytest.raises(ValueError):
         SentinelURL.parse("redis://10.0.0.1:6379/0")
 
@@ -110,7 +119,8 @@ def test_sentinel_url_lists_every_sentinel_with_the_masters_password_and_db() ->
 def test_workers_and_producers_get_the_sentinel_transports_and_the_master_name() -> None:
     s = Settings(_env_file=None, redis_url="sentinel://h1:26379;sentinel://h2:26379", redis_sentinel_master="photos")
     assert transport_for(s.broker) == "worker.broker:SentinelTransport"
-    assert celery_wire_config(s, None)["broker_transport"] is None
+    assert producer_transport_for(s.broker) == "contract.broker:SentinelTransport"
+    assert celery_wire_config(s, None)["broker_transport_options"]["master_name"] == "photos"
     options = celery_config(s)["broker_transport_options"]
     assert options["master_name"] == "photos" and options["worker_dead_after_s"] == 30.0
     assert broker_sentinel_options(Settings(_env_file=None, redis_url="redis://h:6379/0")) == {}
