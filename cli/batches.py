@@ -58,6 +58,7 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 def cmd_submit(a: argparse.Namespace) -> int:
     from contract.catalog import default_tasks
+    from contract.errors import ReplicationError
     from contract.spec import SpecError
     from producer.assets import collect_assets
 
@@ -84,6 +85,9 @@ def cmd_submit(a: argparse.Namespace) -> int:
     except SpecError as e:
         print_errors(e.errors)
         return EXIT_INVALID
+    except ReplicationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
     print(batch)
     if not a.wait:
         return EXIT_OK

@@ -30,8 +30,27 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASSETQ_", env_file=".env", extra="ignore")
 
     # --- Redis: broker, batch state, results ---------------------------------
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Broker and result store (redis:// or rediss://).")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Broker and result store: redis://, rediss://, or Redis Sentinel as "
+        "sentinel://[:password@]host:port[/db];sentinel://host2:port;... (the password is the master's).",
+    )
     broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url.")
+    redis_sentinel_master: str = Field(
+        "mymaster", description="With a sentinel:// URL: the master name the sentinels monitor."
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        None, description="With a sentinel:// URL: the sentinels' own password (requirepass in sentinel.conf)."
+    )
+    redis_replica_acks: int | None = Field(
+        None,
+        ge=0,
+        description="Replicas that must acknowledge a submitted batch (Redis WAIT) before submit returns; "
+        "unset: 1 with a sentinel:// URL, 0 (no wait) otherwise.",
+    )
+    redis_replica_ack_timeout_ms: int = Field(
+        2000, ge=1, description="How long submit waits for those replica acknowledgements before it fails."
+    )
     result_ttl_s: int = Field(7 * 24 * 3600, description="Expiry of per-asset results and batch records in Redis.")
     results_stream: str = Field("assetq:results", description="Redis stream every finished asset is appended to.")
     results_stream_maxlen: int = Field(1_000_000, description="Approximate cap on the results stream length.")
@@ -182,6 +201,13 @@ class Settings(BaseSettings):
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def replica_acks(self) -> int:
+        """Replicas a submit waits for: ``redis_replica_acks``, else 1 behind Sentinel (which implies one)."""
+        if self.redis_replica_acks is not None:
+            return self.redis_replica_acks
+        return 1 if self.redis_url.lower().startswith("sentinel://") else 0
 
 
 @lru_cache(maxsize=1)

@@ -30,7 +30,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
 from config import Settings
-from contract.connection import text
+from contract.connection import broker_sentinel_options, text
 from contract.keys import CONSUMERS, CONSUMERS_META, held_key, wake_key
 
 # Wake tokens kept per queue: enough to wake a fleet at once, bounded when nobody consumes.
@@ -38,8 +38,9 @@ WAKE_TOKENS_MAX = 64
 # kombu's separator between a queue's name and its priority step in list names.
 PRIORITY_SEP = kombu_redis.Channel.sep
 
-# Celery's ``broker_transport`` setting, for producers.
+# Celery's ``broker_transport`` setting, for producers (a redis:// broker, and a sentinel:// one).
 TRANSPORT = f"{__name__}:Transport"
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
 
 
 def queue_of(list_key: str) -> str:
@@ -103,28 +104,41 @@ def task_message(
     return list_for(queue, priority), json.dumps(message)
 
 
-class Channel(kombu_redis.Channel):
-    """kombu's Redis channel, publishing a wake-up token with every message."""
+class WakeOnPut:
+    """Publishing a wake-up token with every message. Mixed into kombu's plain and Sentinel channels."""
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        pri = self._get_message_priority(message, reverse=False)
-        list_key = self._q_for_pri(queue, pri)
+        chan: Any = self
+        pri = chan._get_message_priority(message, reverse=False)
+        list_key = chan._q_for_pri(queue, pri)
         body = dumps(message)
         commands: list[tuple[str, tuple[Any, ...]]] = [
             ("lpush", (list_key, body)),
             ("lpush", (wake_key(queue), 1)),
             ("ltrim", (wake_key(queue), 0, WAKE_TOKENS_MAX - 1)),
         ]
-        if self._expires and queue in self._expires:
-            commands += [("pexpire", (self._q_for_pri(queue, p), self._expires[queue])) for p in self.priority_steps]
-        with self.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
+        if chan._expires and queue in chan._expires:
+            commands += [("pexpire", (chan._q_for_pri(queue, p), chan._expires[queue])) for p in chan.priority_steps]
+        with chan.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
             for name, args in commands:
                 getattr(pipe, name)(*args)
             pipe.execute()
 
 
+class Channel(WakeOnPut, kombu_redis.Channel):
+    """kombu's Redis channel, publishing a wake-up token with every message."""
+
+
+class SentinelChannel(WakeOnPut, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (it finds the master through the sentinels), with the wake-up tokens."""
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
 
 
 def celery_wire_config(settings: Settings, transport: str | None) -> dict[str, Any]:
@@ -139,12 +153,19 @@ def celery_wire_config(settings: Settings, transport: str | None) -> dict[str, A
         "task_default_queue": settings.queue,
         "task_create_missing_queues": True,
         "broker_connection_retry_on_startup": True,
+        # The master name and the sentinels' password, for a sentinel:// broker.
+        "broker_transport_options": broker_sentinel_options(settings),
     }
 
 
-def transport_for(broker_url: str, transport: str = TRANSPORT) -> str | None:
-    """``transport`` for a redis:// or rediss:// broker; None (the URL's own) for any other."""
+def transport_for(
+    broker_url: str, transport: str = TRANSPORT, sentinel_transport: str = SENTINEL_TRANSPORT
+) -> str | None:
+    """``transport`` for a redis:// or rediss:// broker, ``sentinel_transport`` for a sentinel:// one;
+    None (the URL's own) for any other."""
     scheme = broker_url.split("://", 1)[0].lower()
+    if scheme == "sentinel":
+        return sentinel_transport
     return transport if scheme in ("redis", "rediss") else None
 
 

@@ -28,3 +28,11 @@ class SpecError(AssetqError, ValueError):
 
 class PayloadError(AssetqError, ValueError):
     """A task message whose payload is not a chunk (kept as a dead letter, never run)."""
+
+
+class ReplicationError(AssetqError):
+    """A batch the master took but too few replicas acknowledged in time: a failover now could lose it."""
+
+    def __init__(self, batch_id: str, message: str) -> None:
+        self.batch_id = batch_id
+        super().__init__(message)

@@ -139,6 +139,19 @@ class BatchStore:
             pipe.expire(key("batch", batch_id, "assets"), self.ttl_s)
         pipe.execute()
 
+    def confirm_replicated(self, batch_id: str, chunks: int, replicas: int, timeout_ms: int) -> int:
+        """Mark the batch published, and wait until ``replicas`` replicas have it; returns how many did.
+
+        Redis replicates in order, and WAIT waits for this connection's last write, so a replica
+        that has the mark has the batch record and every chunk published before it (kombu's own
+        connection sent those, and each had been answered before this write was sent).
+        """
+        pipe = self.r.pipeline(transaction=False)  # one connection: the WAIT follows this very write
+        pipe.hset(key("batch", batch_id), "published", chunks)
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+        _, acked = pipe.execute()
+        return int(acked)
+
     def exists(self, batch_id: str) -> bool:
         return bool(self.r.exists(key("batch", batch_id)))
 

@@ -14,6 +14,7 @@ from contract.broker import celery_wire_config, held_chunks, task_message, trans
 from contract.catalog import merge, scan_model_dir
 from contract.chunking import chunk_size_for
 from contract.connection import redis_client
+from contract.errors import ReplicationError
 from contract.fleet import WorkerRegistry, root_forms
 from contract.payload import PROCESS_CHUNK, ChunkPayload
 from contract.spec import Catalog, JobSpec, SpecError, check_models, parse_spec
@@ -158,12 +159,13 @@ class Producer:
             messages = [self._message(chunk, queue, job.priority) for chunk in chunks]
             if not self._submitter.submit(batch_id, assets, tasks, output, queue, messages):
                 raise taken
-            return batch_id
-        if self.store.exists(batch_id):
-            raise taken
-        self.store.create_batch(batch_id, assets, tasks, output)
-        for chunk in chunks:
-            self._publish(chunk, queue, job.priority)
+        else:
+            if self.store.exists(batch_id):
+                raise taken
+            self.store.create_batch(batch_id, assets, tasks, output)
+            for chunk in chunks:
+                self._publish(chunk, queue, job.priority)
+        self._confirm_replicated(batch_id, len(chunks))
         return batch_id
 
     @staticmethod
@@ -171,6 +173,22 @@ class Producer:
         described = chunk.describe()
         kwargs = {"payload": chunk.encode()}
         return task_message(PROCESS_CHUNK, kwargs, queue, priority, described["argsrepr"], described["kwargsrepr"])
+
+    def _confirm_replicated(self, batch_id: str, chunks: int) -> None:
+        # An acknowledged write that no replica has yet is lost if the master fails over now, and a lost
+        # submit has nobody to send it again: so submit returns once a replica has it, or fails loudly.
+        wanted = self.settings.replica_acks
+        if wanted <= 0:
+            return
+        timeout_ms = self.settings.redis_replica_ack_timeout_ms
+        acked = self.store.confirm_replicated(batch_id, chunks, wanted, timeout_ms)
+        if acked < wanted:
+            raise ReplicationError(
+                batch_id,
+                f"batch {batch_id} is queued on the Redis master, but {acked} of {wanted} replicas acknowledged it "
+                f"within {timeout_ms} ms (ASSETQ_REDIS_REPLICA_ACKS): a failover now could lose it. Check "
+                f"`assetq status {batch_id}` once the replicas are back, and submit it again if it is gone.",
+            )
 
     def send_chunk(
         self,

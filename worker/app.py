@@ -31,10 +31,12 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "retry_on_timeout": True,
         "health_check_interval": 30,
     }
+    wire = celery_wire_config(s, transport_for(s.broker))
+    transport.update(wire.pop("broker_transport_options"))  # the master name, behind Sentinel
     return {
         # What producers use too (JSON only, never unpickle); the transport is the workers' own:
         # kombu's Redis transport with atomic fetch and leases (broker.py).
-        **celery_wire_config(s, transport_for(s.broker)),
+        **wire,
         "result_backend": None,  # results go to assetq's own store, not Celery's backend
         "task_ignore_result": True,
         "task_acks_late": True,

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 # The transport path for Celery's ``broker_transport`` setting, in workers.
 TRANSPORT = f"{__name__}:Transport"
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
 DEFAULT_DEAD_AFTER_S = 30.0
 # Socket timeout of the lease's own connections: a heartbeat must never hang on a dead socket.
 LEASE_SOCKET_TIMEOUT_S = 10.0
@@ -94,7 +95,12 @@ class LeasedFetch:
 
     def _new_lease(self) -> Lease:
         chan: Any = self
+        # Over Sentinel, making a pool replaces the channel's Sentinel manager, which kombu closes with
+        # the channel: keep the channel's own (the lease, and its manager, last as long as the process).
+        manager = getattr(chan, "_sentinel_manager", None)
         pool = chan._get_pool()  # a pool of its own: the heartbeat thread must not share the event loop's sockets
+        if manager is not None:
+            chan._sentinel_manager = manager
         pool.connection_kwargs["socket_timeout"] = LEASE_SOCKET_TIMEOUT_S
         return Lease(chan.Client(connection_pool=pool), float(self.worker_dead_after_s), lambda: chan.active_queues)
 
@@ -218,10 +224,21 @@ class Channel(LeasedFetch, shared.Channel):
     pass
 
 
+class SentinelChannel(LeasedFetch, shared.SentinelChannel):
+    """The same fetch and leases over Sentinel: every pool (the lease's too) asks the sentinels for the master."""
+
+    from_transport_options: Any = (*shared.SentinelChannel.from_transport_options, "worker_dead_after_s")
+
+
 class Transport(shared.Transport):
     Channel = Channel
 
 
+class SentinelTransport(shared.SentinelTransport):
+    Channel = SentinelChannel
+
+
 def transport_for(broker_url: str) -> str | None:
-    """This transport for a redis:// or rediss:// broker; None (the URL's own) for any other."""
-    return shared.transport_for(broker_url, TRANSPORT)
+    """This transport for a redis:// or rediss:// broker, its Sentinel twin for a sentinel:// one;
+    None (the URL's own) for any other."""
+    return shared.transport_for(broker_url, TRANSPORT, SENTINEL_TRANSPORT)

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract.connection import text
-from contract.errors import SpecError
+from contract.errors import ReplicationError, SpecError
 from contract.keys import key
 from producer.api.jsonio import loads_strict
 from producer.api.problems import problem, spec_problem
@@ -77,6 +77,8 @@ async def submit(request: Request) -> Any:
     except SpecError as e:
         exists = [f for f, m in e.errors if f == "batch_id" and "exists already" in m]
         return spec_problem(409 if exists else 422, e)
+    except ReplicationError as e:  # queued on the master only: the client must know, and may retry later
+        return problem(503, str(e), batch_id=e.batch_id)
     return JSONResponse({"batch_id": batch_id}, status_code=201)
 
 

@@ -51,14 +51,8 @@ class ApiState:
     def build(cls, settings: Settings, auth: bool = True) -> ApiState:
         tokens = [t.get_secret_value() for t in settings.api_tokens]
         producer = Producer(settings=settings)
-        # The blocking client's timeouts (contract/connection.py), for the event loop's own client.
-        aredis = aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=connection.CONNECT_TIMEOUT_S,
-            socket_timeout=connection.SOCKET_TIMEOUT_S,
-            retry_on_timeout=True,
-            health_check_interval=connection.HEALTH_CHECK_INTERVAL_S,
-        )
+        # The blocking client's timeouts and Sentinel handling (contract/connection.py), for the event loop.
+        aredis = connection.async_redis_client(settings)
         return cls(
             settings=settings,
             auth=TokenCheck(tokens, enabled=auth),

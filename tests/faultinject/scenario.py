@@ -229,8 +229,14 @@ def check_promise(
     prefix: str,
     max_processed: int,
     may_fail: bool = False,
+    starts_may_be_lost: bool = False,
 ) -> Outcome:
-    """Check the promise for every asset of ``batch`` (see the module docstring); returns what was found."""
+    """Check the promise for every asset of ``batch`` (see the module docstring); returns what was found.
+
+    ``starts_may_be_lost``: a failover lost acknowledged writes, so a delivery running across it can
+    have lost its ``attempts`` count (written to the old master) yet keep its ``processed`` one
+    (written to the new master). These counters are diagnostics; the promise itself is unchanged.
+    """
     ids = photos.ids
     st = p.status(batch)
     statuses = p.store.statuses(batch)
@@ -304,5 +310,5 @@ def check_promise(
         n = outcome.processed.get(a, 0)
         assert n <= max_processed, (a, n, max_processed)
         assert n >= 1 or statuses[a] == "failed", (a, n)
-        assert outcome.attempts.get(a, 0) >= n, (a, outcome.attempts.get(a), n)
+        assert starts_may_be_lost or outcome.attempts.get(a, 0) >= n, (a, outcome.attempts.get(a), n)
     return outcome

@@ -45,6 +45,15 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+def client_for(env: dict[str, str]) -> redis.Redis:
+    """A client for the Redis of an assetq environment: its ASSETQ_REDIS_URL, plain or sentinel://."""
+    from config import Settings
+    from contract.connection import redis_client
+
+    master = env.get("ASSETQ_REDIS_SENTINEL_MASTER", Settings.model_fields["redis_sentinel_master"].default)
+    return redis_client(Settings(_env_file=None, redis_url=env["ASSETQ_REDIS_URL"], redis_sentinel_master=master))
+
+
 @dataclass
 class RedisServer:
     """A private redis-server; ``aof=True`` persists with appendonly so restarts keep data."""
@@ -53,6 +62,8 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="assetq-redis-")))
     proc: subprocess.Popen[bytes] | None = None
+    # More redis-server options, e.g. ``["--replicaof", "127.0.0.1", "6380"]``.
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -80,6 +91,7 @@ class RedisServer:
             "noeviction",
             "--protected-mode",
             "no",
+            *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
@@ -181,7 +193,7 @@ class WorkerProcess:
             cmd, cwd=REPO, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
         )
         if wait_ready:
-            client = redis.Redis.from_url(self.env["ASSETQ_REDIS_URL"])
+            client = client_for(self.env)
             wait_for(
                 lambda: bool(client.exists(f"assetq:worker:{self.name}")),
                 90,
