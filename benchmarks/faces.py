@@ -177,20 +177,15 @@ def section(run: Run, state: State) -> None:
             result.decode_ms = average_timings(fast_out).get("decode", float("nan")) / run.concurrency
             result.session_ms = _session_ms(run, build_recorded_runtime, SessionRecorder, InProcess, assets, tasks)
             results.append(result)
+        assert deployment.worker is not None and deployment.worker.proc is not None
+        assert isinstance(pool.runtime, ProcessPool) and isinstance(threaded.runtime, ProcessPool)
         memory = {
             "peer-style baseline (1 process, 2 request threads)": peer.run(sets["previews"][:1])[2],
-            f"assetq worker ({run.concurrency} pool processes + main)": sum(
-                peak_rss_mb(pid)
-                for pid in [deployment.worker.proc.pid, *deployment.worker_pids()]  # type: ignore[union-attr]
+            f"assetq worker ({run.concurrency} pool processes + main)": _peak(
+                [deployment.worker.proc.pid, *deployment.worker_pids()]
             ),
-            f"assetq run pool ({run.concurrency} processes x 1 thread)": sum(
-                peak_rss_mb(pid)
-                for pid in pool.runtime.pids  # type: ignore[union-attr]
-            ),
-            f"assetq run pool (1 process x {run.concurrency} threads)": sum(
-                peak_rss_mb(pid)
-                for pid in threaded.runtime.pids  # type: ignore[union-attr]
-            ),
+            f"assetq run pool ({run.concurrency} processes x 1 thread)": _peak(pool.runtime.pids),
+            f"assetq run pool (1 process x {run.concurrency} threads)": _peak(threaded.runtime.pids),
         }
     finally:
         peer.close()
@@ -198,6 +193,11 @@ def section(run: Run, state: State) -> None:
         threaded.close()
         deployment.stop()
     _report(run, results, memory)
+
+
+def _peak(pids: list[int]) -> float:
+    """Peak RSS of a configuration: its processes' peaks, summed (MiB)."""
+    return float(sum(peak_rss_mb(pid) for pid in pids))
 
 
 def _agreement(peer_out: list[Any], fast_out: list[dict[str, Any]]) -> tuple[str, float]:
