@@ -78,7 +78,8 @@ class Settings(BaseSettings):
         False,
         description="What a worker process loads and warms when it starts: false (nothing: each model loads on "
         "first use and then stays warm, so a process holds only what its jobs need), true (every installed "
-        "model), or a JSON list of tasks and model names, e.g. '[\"facial-recognition\"]' or '[\"buffalo_s\"]'.",
+        "model), or a JSON list of tasks and model names, e.g. '[\"facial-recognition\"]' or '[\"buffalo_s\"]'. "
+        "assetq serve warms its CLIP text towers in any case (those a list names, else all).",
     )
     warmup: bool = Field(True, description="Run one dummy batch after loading a model.")
 

@@ -65,8 +65,11 @@ class ApiState:
     async def start(self) -> None:
         await self.watcher.start()
         self.pools.start()
-        # Before the server answers anything: once /ping says pong, a text query is fast.
-        names = await anyio.to_thread.run_sync(self.text.preload, self.settings.preload)
+        # Before the server answers anything: once /ping says pong, a text query is fast. The towers are
+        # small and the server is interactive, so it warms them whatever a worker's ASSETQ_PRELOAD default
+        # is; a list names which.
+        wanted = self.settings.preload if isinstance(self.settings.preload, list) else True
+        names = await anyio.to_thread.run_sync(self.text.preload, wanted)
         log.info("clip text towers warm: %s", ", ".join(names) or "none")
 
     async def stop(self) -> None:
