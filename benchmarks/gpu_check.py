@@ -36,6 +36,9 @@ GPU_CHUNKS = (16, 64)
 DRY_CHUNKS = (2, 4)
 JOBS = ("faces", "full")
 SAMPLE_S = 0.2
+# The untimed first chunk loads nothing (the worker preloads) but picks CUDA kernels: a minute is plenty;
+# longer means a worker that cannot finish a chunk, and the in-process path gets the time left.
+WARMUP_LIMIT_S = 90.0
 
 
 @dataclass
@@ -56,7 +59,8 @@ class Measurement:
 
 @dataclass
 class Check:
-    out: Path
+    out: Path  # the report and its log only: a GPU host's $OUT comes back a few small files at most
+    work: Path  # photos, the generated ViT-B-32 (~580 MB), worker logs
     dry_run: bool
     budget_s: float
     images: int
@@ -170,7 +174,7 @@ def prepare_inputs(check: Check) -> tuple[Any, list[dict[str, Any]]]:
     from benchmarks.env import file_assets, prepare
     from benchmarks.photos import photo_set, varied_small_photos
 
-    work = check.out / "work"
+    work = check.work
     source = Path(os.environ.get("ASSETQ_MODEL_DIR", Path.home() / ".cache/assetq/models"))
     wheels = Path(os.environ.get("GPU_CHECK_WHEEL_CACHE", Path.home() / ".cache/assetq/wheels"))
     env = prepare(work, source, wheels, "tiny" if check.dry_run else "auto", log=lambda m: check.notes.append(m))
@@ -198,9 +202,7 @@ def measure_with_worker(check: Check, env: Any, assets: list[dict[str, Any]], ch
 
     idle = gpu_used_mib()
     roots = sorted({Path(a["uri"].removeprefix("file://")).parent for a in assets})
-    deployment = Deployment(
-        env.model_dir, roots, chunk, 0, 1, check.out / "work" / "logs", extra_env=worker_env(check, chunk)
-    )
+    deployment = Deployment(env.model_dir, roots, chunk, 0, 1, check.work / "logs", extra_env=worker_env(check, chunk))
     try:
         deployment.start()
         producer = deployment.producer()
@@ -212,9 +214,9 @@ def measure_with_worker(check: Check, env: Any, assets: list[dict[str, Any]], ch
                 continue
             tasks = env.tasks(ocr=job == "full", clip=job == "full")
             try:
-                deployment.run(producer, assets[:chunk], tasks)  # untimed: first calls, CUDA kernels picked
+                run_batch(check, deployment, producer, assets[:chunk], tasks, WARMUP_LIMIT_S)  # untimed: first calls
                 with MemorySampler() as memory:
-                    wall, _ = deployment.run(producer, assets, tasks)
+                    wall = run_batch(check, deployment, producer, assets, tasks, check.left_s() - 10)
                 m.images, m.wall_s, m.gpu_peak_mib = len(assets), wall, memory.peak
                 m.providers = worker_providers(deployment.worker_log(400))
             except Exception as e:
@@ -222,6 +224,20 @@ def measure_with_worker(check: Check, env: Any, assets: list[dict[str, Any]], ch
             check.write()
     finally:
         deployment.stop()
+
+
+def run_batch(
+    check: Check, deployment: Any, producer: Any, assets: list[dict[str, Any]], tasks: Any, limit_s: float
+) -> float:
+    """Seconds from submit to complete for one batch, waiting ``limit_s`` at most (never past the budget)."""
+    t0 = time.perf_counter()
+    batch = producer.submit({"assets": assets, "tasks": tasks, "output": {"redis": True}})
+    status = producer.wait(batch, timeout_s=max(5.0, min(limit_s, check.left_s() - 10)), poll_s=0.02)
+    wall = time.perf_counter() - t0
+    if status.get("ok") != len(assets):
+        tail = deployment.worker_log(15)[-1500:]
+        raise RuntimeError(f"batch {batch} not complete within the budget: {status}; worker log: {tail}")
+    return wall
 
 
 def worker_providers(log: str) -> str:
@@ -307,12 +323,13 @@ def render(check: Check) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/assetq-gpu-check"), help="scratch (not under --out)")
     parser.add_argument("--cpu", action="store_true", help="dry run on the CPU with tiny sizes")
     parser.add_argument("--budget-s", type=float, default=420.0)
     parser.add_argument("--images", type=int, default=0, help="assets per run (default 128; 8 in a dry run)")
     parser.add_argument("--install-note", default="", help="what the shell script did about the gpu extra")
     args = parser.parse_args()
-    check = Check(args.out, args.cpu, args.budget_s, args.images or (8 if args.cpu else 128))
+    check = Check(args.out, args.work, args.cpu, args.budget_s, args.images or (8 if args.cpu else 128))
     if args.install_note:
         check.facts["gpu extra"] = args.install_note
     check.write()
@@ -323,20 +340,31 @@ def main() -> int:
     env, assets = prepare_inputs(check)
     check.facts["full job"] = env.job_name()
     redis_server = None if os.environ.get("GPU_CHECK_NO_REDIS") else shutil.which("redis-server")
-    has_celery = importlib.util.find_spec("celery") is not None
-    use_worker = bool(redis_server) and has_celery
+    # The worker also needs boto3 (it always builds its S3 sink); the in-process path needs neither.
+    missing = [m for m in ("celery", "boto3") if importlib.util.find_spec(m) is None]
+    use_worker = bool(redis_server) and not missing
     check.facts["path"] = (
         f"assetq worker (Celery, 1 pool process) + private redis-server ({redis_server})"
         if use_worker
-        else "in-process `assetq run` path: "
-        + ("celery is not importable here" if redis_server else "no usable redis-server on this host")
+        else "in-process `assetq run` path (the same pipeline, no Redis): "
+        + (f"{', '.join(missing)} not importable here" if redis_server else "no usable redis-server on this host")
     )
     check.write()
     for chunk in check.chunks:
-        try:
-            (measure_with_worker if use_worker else measure_in_process)(check, env, assets, chunk)
-        except Exception as e:  # a worker that never came up: record it, go on with the next chunk size
-            check.notes.append(f"chunk {chunk}: {type(e).__name__}: {e}"[:600])
+        if use_worker:
+            try:
+                measure_with_worker(check, env, assets, chunk)
+            except Exception as e:  # a worker that never came up
+                check.notes.append(f"chunk {chunk}: the worker did not start: {type(e).__name__}: {e}"[:600])
+            if not any(m.chunk == chunk and not m.error for m in check.results):
+                use_worker = False  # a broken worker path: measure what the in-process path can
+                check.notes.append(f"chunk {chunk}: nothing measured with the worker; in-process path from here on")
+                check.facts["path"] += "; fell back to the in-process path (see Notes)"
+        if not use_worker:
+            try:
+                measure_in_process(check, env, assets, chunk)
+            except Exception as e:
+                check.notes.append(f"chunk {chunk}: in-process: {type(e).__name__}: {e}"[:600])
         check.write()
     failed = [m for m in check.results if m.error]
     return 1 if failed or len(check.results) < len(JOBS) * len(check.chunks) else 0

@@ -20,7 +20,9 @@
 #
 # Environment: GPU_CHECK_PYTHON (default .venv/bin/python, else python3), GPU_CHECK_WHEELS (default
 # .gpu-check/wheels), ASSETQ_MODEL_DIR (default .gpu-check/models when present), GPU_CHECK_BUDGET_S (seconds for
-# the measurements, default 360), GPU_CHECK_IMAGES (assets per run, default 128).
+# the measurements, default 360), GPU_CHECK_IMAGES (assets per run, default 128), GPU_CHECK_WORK (scratch:
+# photos, the generated ViT-B-32, worker logs; default /tmp/assetq-gpu-check, never under OUT_DIR, which keeps
+# only gpu-check.md and gpu-check.log).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -120,7 +122,7 @@ else
 fi
 echo "gpu_check: gpu extra: $NOTE"
 
-ARGS=(--out "$OUT_DIR" --budget-s "${GPU_CHECK_BUDGET_S:-360}" --install-note "$NOTE")
+ARGS=(--out "$OUT_DIR" --work "${GPU_CHECK_WORK:-/tmp/assetq-gpu-check}" --budget-s "${GPU_CHECK_BUDGET_S:-360}" --install-note "$NOTE")
 [ "$DRY" = 1 ] && ARGS+=(--cpu)
 [ -n "${GPU_CHECK_IMAGES:-}" ] && ARGS+=(--images "$GPU_CHECK_IMAGES")
 # The measurements stop themselves at the budget; the hard limit only catches a hang.

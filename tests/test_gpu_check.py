@@ -13,7 +13,12 @@ from tools.testbed.services import REPO
 
 def test_dry_run_writes_the_report_with_every_row(tmp_path: Path) -> None:
     out = tmp_path / "gpu"
-    env = {**os.environ, "GPU_CHECK_PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "GPU_CHECK_PYTHON": sys.executable,
+        "PYTHONPATH": str(REPO),
+        "GPU_CHECK_WORK": str(tmp_path / "work"),
+    }
     proc = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu", str(out)],
         env=env,
@@ -22,6 +27,7 @@ def test_dry_run_writes_the_report_with_every_row(tmp_path: Path) -> None:
         timeout=180,
     )
     report = (out / "gpu-check.md").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["gpu-check.log", "gpu-check.md"]  # scratch stays out of OUT
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:] + report
     assert "mode: CPU dry run" in report
     assert "| path | assetq worker (Celery, 1 pool process) + private redis-server" in report
