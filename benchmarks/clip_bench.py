@@ -1,6 +1,6 @@
 """CLIP speed: visual embeddings batched across a chunk vs one at a time, and zero-shot scoring cost.
 
-    .venv/bin/python tools/make_vit_b32.py                # once: random-weight ViT-B-32 (needs torch)
+    .venv/bin/python tools/make_vit_b32.py                # once: random-weight ViT-B-32 (onnx + numpy, ~5 s)
     .venv/bin/python benchmarks/clip_bench.py             # ViT-B-32__random from /tmp/assetq-bench/models
     .venv/bin/python benchmarks/clip_bench.py --model tiny-vit-shapes --model-dir ~/.cache/assetq/models
 
