@@ -194,7 +194,8 @@ def test_summary_ends_with_the_machine_readable_ratios_line(bench: tuple[BenchEn
     line = report.summary(run)
     assert line == (
         "ratios: inprocess_vs_naive=2.50 distributed_vs_inprocess=0.95 batch_gain_kept_pct=93 "
-        "roofline_pct=nan floor_pct=nan"
+        "roofline_pct=nan floor_pct=nan faces_vs_peer_previews=nan faces_vs_peer_small=nan faces_vs_peer_12mp=nan "
+        "faces_ceiling_pct=nan faces_memory_headroom=nan enqueue_vs_celery=nan"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def build_sinks(settings: Settings, store: Any | None, result_dir: Path | None =
     sinks: list[Sink] = []
     if store is not None:
         sinks.append(RedisSink(store))
-    sinks.append(S3Sink(s3_client(settings), settings.s3_bucket, settings.s3_prefix))
+    sinks.append(S3Sink(partial(s3_client, settings), settings.s3_bucket, settings.s3_prefix))
     if result_dir is not None:
         sinks.append(LocalDirSink(result_dir))
     return sinks

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,10 +60,19 @@ def s3_key(prefix: str, batch_id: str, asset_id: str) -> str:
 class S3Sink:
     """``s3://<bucket>/<prefix><batch>/<asset>.json``; PUT of the same key overwrites."""
 
-    def __init__(self, client: Any, default_bucket: str | None, default_prefix: str) -> None:
-        self.client = client
+    def __init__(self, make_client: Callable[[], Any], default_bucket: str | None, default_prefix: str) -> None:
+        # The client (and boto3, ~0.3 s and tens of MB to import) is made on the first write to a bucket:
+        # a worker whose jobs never ask for S3 never loads it.
+        self._make_client = make_client
+        self._client: Any = None
         self.default_bucket = default_bucket
         self.default_prefix = default_prefix
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
 
     def write(self, results: list[dict[str, Any]], output: dict[str, Any]) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
