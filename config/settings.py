@@ -31,7 +31,15 @@ class Settings(BaseSettings):
 
     # --- Redis: broker, batch state, results ---------------------------------
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Broker and result store (redis:// or rediss://).")
-    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url.")
+    broker_url: str | None = Field(
+        None, description="Celery broker: redis:// (defaults to redis_url) or amqp:// (RabbitMQ, quorum queues)."
+    )
+    broker_consumer_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="RabbitMQ's consumer_timeout (its default: 30 min). With an amqp:// broker, time_limit_s must "
+        "stay below it, or the broker closes the channel of a chunk still running.",
+    )
     result_ttl_s: int = Field(7 * 24 * 3600, description="Expiry of per-asset results and batch records in Redis.")
     results_stream: str = Field("assetq:results", description="Redis stream every finished asset is appended to.")
     results_stream_maxlen: int = Field(1_000_000, description="Approximate cap on the results stream length.")
@@ -177,6 +185,11 @@ class Settings(BaseSettings):
         # The soft limit must fire before the hard one kills the pool process.
         if not self.soft_time_limit_s < self.time_limit_s:
             raise ValueError("need soft_time_limit_s < time_limit_s")
+        # RabbitMQ closes the channel of a delivery unacknowledged for longer than its consumer_timeout:
+        # a chunk must hit the hard time limit first (tests/test_rabbitmq_faults.py shows the other case).
+        scheme = self.broker.split("://", 1)[0].lower()
+        if scheme in ("amqp", "amqps", "pyamqp") and not self.time_limit_s < self.broker_consumer_timeout_s:
+            raise ValueError("with a RabbitMQ broker, need time_limit_s < broker_consumer_timeout_s")
         return self
 
     @property

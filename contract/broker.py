@@ -26,6 +26,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
 from config import Settings
+from contract import amqp
 from contract.connection import text
 from contract.keys import CONSUMERS, CONSUMERS_META, held_key, wake_key
 
@@ -73,7 +74,8 @@ class Transport(kombu_redis.Transport):
 
 
 def celery_wire_config(settings: Settings, transport: str | None) -> dict[str, Any]:
-    """The Celery settings producers and workers must share to talk over the broker."""
+    """The Celery settings producers and workers must share to talk over the broker (Redis or RabbitMQ)."""
+    on_rabbitmq = amqp.amqp_wire_config(settings) if amqp.is_amqp(settings.broker) else {}
     return {
         "broker_url": settings.broker,
         "broker_transport": transport,
@@ -84,6 +86,7 @@ def celery_wire_config(settings: Settings, transport: str | None) -> dict[str, A
         "task_default_queue": settings.queue,
         "task_create_missing_queues": True,
         "broker_connection_retry_on_startup": True,
+        **on_rabbitmq,
     }
 
 

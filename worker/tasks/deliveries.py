@@ -8,6 +8,11 @@
 * ``batch:<id>:attempts`` hash: asset id -> times a delivery started on it.
 * ``batch:<id>:processed`` hash: asset id -> times the pipeline finished it.
 
+On RabbitMQ the broker counts deliveries itself (``x-delivery-count`` on every
+delivery from a quorum queue) and dead-letters a chunk at its delivery limit;
+``deliveries`` then holds the broker's count (``delivery_seen``), so the two
+never disagree.
+
 The two counters let operators (and the fault tests) see how often each asset
 was worked on: after a worker is killed they may exceed 1, while the result
 itself is written idempotently and counted once.
@@ -17,9 +22,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 
+from contract.amqp import DEATH_QUEUE_HEADER, DEATH_REASON_HEADER, DELIVERY_COUNT_HEADER
 from contract.connection import text
 from contract.keys import key
 
@@ -78,3 +86,31 @@ def asset_counts(r: redis.Redis, batch_id: str, counter: str) -> dict[str, int]:
     """``batch:<id>:<counter>`` as a dict (for operators and tests)."""
     raw = r.hgetall(key("batch", batch_id, counter))
     return {text(k): int(v) for k, v in raw.items()}
+
+
+def delivery_seen(r: redis.Redis, chunk_id: str, deliveries: int, ttl_s: int) -> int:
+    """Record the broker's own count of this chunk's deliveries (RabbitMQ's, this one included)."""
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(chunk_key(chunk_id), DELIVERIES, deliveries)
+    if ttl_s > 0:
+        pipe.expire(chunk_key(chunk_id), ttl_s)
+    pipe.execute()
+    return deliveries
+
+
+@dataclass(frozen=True)
+class BrokerDelivery:
+    """What RabbitMQ says about a delivery (from its headers); all None on Redis."""
+
+    count: int | None  # deliveries before this one that were returned (x-delivery-count)
+    dead_lettered_from: str | None  # the work queue it was dead-lettered from, when it came from the DLQ
+    death_reason: str | None
+
+
+def broker_delivery(request: Any) -> BrokerDelivery:
+    """Read a Celery request's RabbitMQ headers (Celery keeps a message's headers on its request)."""
+    raw = request.get(DELIVERY_COUNT_HEADER) if hasattr(request, "get") else None
+    count = int(raw) if isinstance(raw, int | str) and str(raw).isdigit() else None
+    reason = request.get(DEATH_REASON_HEADER) if hasattr(request, "get") else None
+    origin = request.get(DEATH_QUEUE_HEADER) if reason else None
+    return BrokerDelivery(count, str(origin) if origin else None, str(reason) if reason else None)
