@@ -47,7 +47,10 @@ class RabbitScene:
 
     def env(self, broker_url: str | None = None, **settings: Any) -> dict[str, str]:
         queue = f"rq-{uuid.uuid4().hex[:8]}"
-        settings = {"broker_url": broker_url or self.vhost.url, **settings}
+        # All three work queues of a test are its own: their arguments (delivery limit, dead-letter
+        # queue) follow that test's settings.
+        own = {"interactive_queue": f"{queue}.interactive", "gpu_queue": f"{queue}.gpu"}
+        settings = {"broker_url": broker_url or self.vhost.url, **own, **settings}
         return worker_env(self.redis.url, self.s3_url, self.photos.root, face_model_dir(), queue, **settings)
 
     def worker(self, env: dict[str, str], wait_ready: bool = True) -> WorkerProcess:

@@ -29,7 +29,9 @@ CHUNK = 3
 # Main-process moments on their first time, task moments on a pool child's second chunk, so that
 # every worker does some work before it dies (tests/test_worker_death.py does the same on Redis).
 KILL_PLAN = [*((m, 1) for m in MAIN_MOMENTS), *((m, 2) for m in CHILD_MOMENTS)]
-REDELIVERED_WITHIN_S = 2.0
+# "At once": the bound below includes one rabbitmqctl call (0.3 s idle, up to ~2 s on 2 busy
+# shared cores); a lease (30 s) or kombu's visibility timeout (1 h) would be far above it.
+REDELIVERED_WITHIN_S = 5.0
 
 
 def test_whole_worker_killed_at_eight_moments_rabbitmq_redelivers_at_once(rabbit_scene: RabbitScene) -> None:
@@ -69,9 +71,9 @@ def test_whole_worker_killed_at_eight_moments_rabbitmq_redelivers_at_once(rabbit
     out = scene.check(p, batch, max_processed=2)
     assert sum(out.processed.values()) <= len(scene.photos.ids) + 2 * len(kills)
     # RabbitMQ took back what each dead worker held as soon as its connection dropped (the bound
-    # includes one rabbitmqctl call, ~0.3 s); where a 50 ms sample saw the ready count rise, sooner.
+    # includes one rabbitmqctl call); where a 50 ms sample saw the ready count rise, sooner.
     assert max(bounds.values()) < REDELIVERED_WITHIN_S, bounds
-    assert all(t < REDELIVERED_WITHIN_S for t in latencies.values()), latencies
+    assert all(t < 1.0 for t in latencies.values()), latencies
     seen = ", ".join(f"{m} {t:.3f}s" for m, t in latencies.items()) or "none"
     print(
         f"\nkill -> nothing unacked on RabbitMQ: median {statistics.median(bounds.values()):.2f}s, "
@@ -129,7 +131,7 @@ def test_broker_connection_cut_then_rabbitmq_restarted_mid_batch(rabbit_scene: R
     scene = rabbit_scene
     proxy = TcpProxy(5672).start()
     try:
-        env = scene.env(broker_url=scene.vhost.url_via(proxy.port), fault_delay_s=0.3)
+        env = scene.env(broker_url=scene.vhost.url_via(proxy.port), fault_delay_s=0.5, chunk_size=2)
         w = scene.worker(env)
         p = producer_for({**env, "ASSETQ_BROKER_URL": scene.vhost.url})
         batch = p.submit(scene.spec())
@@ -138,19 +140,24 @@ def test_broker_connection_cut_then_rabbitmq_restarted_mid_batch(rabbit_scene: R
         cut = while_busy(p.redis, batch, proxy.pause)
         time.sleep(3)
         proxy.resume()
-        wait_until(lambda: done(p, batch) >= total // 3, 60, "progress after the cut")
-        with app_stopped(down_s=3):
-            pass
-        restarted_at = time.monotonic()
-        wait_until(lambda: done(p, batch) > total // 3 + CHUNK, 90, "progress after the restart")
+        wait_until(lambda: done(p, batch) >= total // 4, 60, f"progress after the cut\n{scene.logs()}")
+
+        def restart() -> None:
+            with app_stopped(down_s=3):
+                pass
+
+        restarted = while_busy(p.redis, batch, restart)
+        restarted_at, done_then = time.monotonic(), done(p, batch)
+        assert done_then < total, "the batch finished before the restart"
+        wait_until(lambda: done(p, batch) > done_then, 90, f"progress after the restart\n{scene.logs()}")
         back_s = time.monotonic() - restarted_at
         scene.wait(p, batch, 90)
     finally:
         proxy.stop()
     out = scene.check(p, batch, max_processed=2)
-    assert cut, "nothing was in flight when the connection was cut"
+    assert cut and restarted, "nothing was in flight when the connection was cut or the broker restarted"
     assert w.proc is not None and w.proc.poll() is None, w.tail()
-    assert sum(out.processed.values()) <= total + 2 * CHUNK
+    assert sum(out.processed.values()) <= total + 2 * 2
     print(f"\nprogress again {back_s:.1f}s after start_app")
 
 
