@@ -31,9 +31,8 @@ DEAD_LETTER_EXCHANGE = "assetq.dlx"
 DEAD_SUFFIX = ".dead"
 # RabbitMQ's header on every delivery from a quorum queue: earlier deliveries that were returned.
 DELIVERY_COUNT_HEADER = "x-delivery-count"
-# Why and from where the broker dead-lettered a message (set on the message in the dead-letter queue).
-DEATH_REASON_HEADER = "x-first-death-reason"
-DEATH_QUEUE_HEADER = "x-first-death-queue"
+# Each time the broker dead-lettered a message: a list of {queue, reason, count, …}, most recent first.
+DEATH_HEADER = "x-death"
 DELIVERY_LIMIT_REASON = "delivery_limit"
 
 

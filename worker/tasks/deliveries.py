@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from contract.amqp import DEATH_QUEUE_HEADER, DEATH_REASON_HEADER, DELIVERY_COUNT_HEADER
+from contract.amqp import DEATH_HEADER, DELIVERY_COUNT_HEADER, DELIVERY_LIMIT_REASON
 from contract.connection import text
 from contract.keys import key
 
@@ -104,13 +104,20 @@ class BrokerDelivery:
 
     count: int | None  # deliveries before this one that were returned (x-delivery-count)
     dead_lettered_from: str | None  # the work queue it was dead-lettered from, when it came from the DLQ
-    death_reason: str | None
+    death_reason: str | None  # "delivery_limit" when RabbitMQ dead-lettered it there
 
 
 def broker_delivery(request: Any) -> BrokerDelivery:
-    """Read a Celery request's RabbitMQ headers (Celery keeps a message's headers on its request)."""
-    raw = request.get(DELIVERY_COUNT_HEADER) if hasattr(request, "get") else None
+    """Read a Celery request's RabbitMQ headers (Celery keeps a message's headers on its request).
+
+    A message can carry ``x-death`` entries for other reasons than the delivery limit: a retry's
+    countdown passes through Celery's delayed-delivery queues, which expire it into the work queue
+    (reason ``expired``). Only a ``delivery_limit`` entry means RabbitMQ gave up on it.
+    """
+    get = request.get if hasattr(request, "get") else (lambda _k, _d=None: None)
+    raw = get(DELIVERY_COUNT_HEADER)
     count = int(raw) if isinstance(raw, int | str) and str(raw).isdigit() else None
-    reason = request.get(DEATH_REASON_HEADER) if hasattr(request, "get") else None
-    origin = request.get(DEATH_QUEUE_HEADER) if reason else None
-    return BrokerDelivery(count, str(origin) if origin else None, str(reason) if reason else None)
+    for death in get(DEATH_HEADER) or []:
+        if isinstance(death, dict) and death.get("reason") == DELIVERY_LIMIT_REASON:
+            return BrokerDelivery(count, str(death.get("queue") or "") or None, DELIVERY_LIMIT_REASON)
+    return BrokerDelivery(count, None, None)
