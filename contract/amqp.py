@@ -66,7 +66,10 @@ def task_queues(settings: Settings) -> list[Queue]:
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
     }
-    queues = [Queue(name, tasks, routing_key=name, durable=True, queue_arguments=work_args) for name in work_queue_names(settings)]
+    queues = [
+        Queue(name, tasks, routing_key=name, durable=True, queue_arguments=work_args)
+        for name in work_queue_names(settings)
+    ]
     queues.append(Queue(dead, dlx, routing_key=dead, durable=True, queue_arguments={"x-queue-type": "quorum"}))
     return queues
 

@@ -35,8 +35,10 @@ AUTH = "flower:not-a-real-secret"
 
 
 @pytest.fixture(scope="module", params=["redis", "rabbitmq"])
-def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[dict[str, str]]:
-    """Flower with either broker: Redis (also the result store), or RabbitMQ (a vhost of its own) with Redis for results."""
+def env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
+) -> Iterator[dict[str, str]]:
+    """Either broker: Redis (also the result store), or RabbitMQ (a vhost of its own) with Redis for results."""
     server = RedisServer().start()
     photos = make_photos(tmp_path_factory.mktemp("flower-photos"), count=5)
     e = worker_env(server.url, s3_server.url, photos.root, face_model_dir(), "flower", flower_basic_auth=AUTH)

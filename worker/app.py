@@ -23,12 +23,9 @@ log = logging.getLogger(__name__)
 
 def celery_config(s: Settings) -> dict[str, Any]:
     wire = celery_wire_config(s, transport_for(s.broker))
-    if is_amqp(s.broker):
-        # RabbitMQ returns what a worker held the moment its connection drops: no leases; the
-        # transport options are the wire's (publisher confirms).
-        transport = wire.get("broker_transport_options", {})
-    else:
-        transport = _redis_transport_options(s)
+    # On RabbitMQ, the broker returns what a worker held the moment its connection drops: no leases;
+    # the transport options are the wire's (publisher confirms).
+    transport = wire.get("broker_transport_options", {}) if is_amqp(s.broker) else _redis_transport_options(s)
     return {
         # What producers use too (JSON only, never unpickle); on Redis the transport is the workers'
         # own: kombu's Redis transport with atomic fetch and leases (broker.py).

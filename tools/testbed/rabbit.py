@@ -96,7 +96,6 @@ class RabbitVhost:
         rows = (line.split("\t") for line in out.splitlines() if line.strip())
         return {row[0]: row[1:] for row in rows}
 
-
     def counts(self, queue: str) -> tuple[int, int]:
         """(ready, unacknowledged) messages of one queue, asked of that queue alone.
 
