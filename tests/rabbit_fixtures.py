@@ -112,16 +112,17 @@ def rabbit_scene(
             w.kill()
 
 
-class ReadyCounter:
-    """Samples a queue's ready-message count (a passive declare) 20 times a second, with the time of each."""
+class QueueSampler:
+    """Samples a queue's ready messages and consumers (a passive declare: the queue's own live numbers)
+    50 times a second, with the time of each."""
 
     def __init__(self, url: str, queue: str) -> None:
         self.url, self.queue = url, queue
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, int]] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="ready-counter")
+        self._thread = threading.Thread(target=self._run, daemon=True, name="queue-sampler")
 
-    def __enter__(self) -> ReadyCounter:
+    def __enter__(self) -> QueueSampler:
         self._thread.start()
         return self
 
@@ -135,18 +136,25 @@ class ReadyCounter:
                 with Connection(self.url) as conn:
                     channel = conn.default_channel
                     while not self._stop.is_set():
-                        _, ready, _ = channel.queue_declare(self.queue, passive=True)
-                        self.samples.append((time.time(), int(ready)))
-                        time.sleep(0.05)
+                        _, ready, consumers = channel.queue_declare(self.queue, passive=True)
+                        self.samples.append((time.time(), int(ready), int(consumers)))
+                        time.sleep(0.02)
             except Exception:  # the queue not declared yet, the broker restarting: look again
                 time.sleep(0.1)
 
-    def back_after(self, t_kill: float, within_s: float = 10.0) -> float | None:
-        """Seconds from ``t_kill`` until the ready count rose above its last value before it (None: it did not)."""
-        before = [n for t, n in self.samples if t <= t_kill]
+    def consumer_gone_after(self, t_kill: float, within_s: float = 10.0) -> float | None:
+        """Seconds from ``t_kill`` to the first sample with no consumer left (None: not seen)."""
+        for t, _ready, consumers in self.samples:
+            if t_kill < t <= t_kill + within_s and consumers == 0:
+                return t - t_kill
+        return None
+
+    def ready_rose_after(self, t_kill: float, within_s: float = 10.0) -> float | None:
+        """Seconds from ``t_kill`` until the ready count rose above its last value before it (None: not seen)."""
+        before = [n for t, n, _ in self.samples if t <= t_kill]
         if not before:
             return None
-        for t, n in self.samples:
+        for t, n, _ in self.samples:
             if t_kill < t <= t_kill + within_s and n > before[-1]:
                 return t - t_kill
         return None

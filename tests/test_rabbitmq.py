@@ -67,7 +67,7 @@ def test_retries_with_a_countdown_pass_through_native_delayed_delivery(rabbit_sc
 
         def waiting_in_delayed_queues() -> bool:
             # 2 s and 3 s both pass level 1 of the delayed queues (2^1 s); 3 s then level 0 too
-            return any(scene.vhost.counts(f"celery_delayed_{level}")[0] > 0 for level in (1, 0))
+            return any(scene.vhost.live(f"celery_delayed_{level}")[0] > 0 for level in (1, 0))
 
         wait_until(waiting_in_delayed_queues, 60, f"a retry in the delayed-delivery queues\n{scene.logs()}", 0.2)
         st = scene.wait(p, batch, 120)

@@ -96,27 +96,17 @@ class RabbitVhost:
         rows = (line.split("\t") for line in out.splitlines() if line.strip())
         return {row[0]: row[1:] for row in rows}
 
-    def counts(self, queue: str) -> tuple[int, int]:
-        """(ready, unacknowledged) messages of one queue, asked of that queue alone.
+    def live(self, queue: str) -> tuple[int, int]:
+        """(ready messages, consumers) of ``queue`` now, from the queue itself (a passive declare).
 
-        ``list_queues`` asks every queue of the vhost, and waits (up to 5 s) on one being
-        deleted, such as a dead worker's event queue; this does not.
+        ``rabbitmqctl list_queues`` reads statistics that are refreshed only every
+        ``collect_statistics_interval`` (5 s): too coarse to time a redelivery.
         """
-        resource = f'rabbit_misc:r(<<"{_erl(self.name)}">>, queue, <<"{_erl(queue)}">>)'
-        expr = (
-            f"{{ok, Q}} = rabbit_amqqueue:lookup({resource}), "
-            "[R, U] = [V || {_, V} <- rabbit_amqqueue:info(Q, [messages_ready, messages_unacknowledged])], "
-            'io:format("~b ~b~n", [R, U]).'
-        )
-        ready, unacked = rabbitmqctl("eval", expr).split()[:2]
-        return int(ready), int(unacked)
+        from kombu import Connection
 
-
-def _erl(name: str) -> str:
-    """A vhost or queue name inside an Erlang binary literal (the names assetq makes: no quotes, no backslashes)."""
-    if '"' in name or "\\" in name:
-        raise ValueError(f"unsupported name {name!r}")
-    return name
+        with Connection(self.url, connect_timeout=5) as conn:
+            _, ready, consumers = conn.default_channel.queue_declare(queue, passive=True)
+        return int(ready), int(consumers)
 
 
 @contextlib.contextmanager
