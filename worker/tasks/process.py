@@ -17,7 +17,10 @@ Every delivery ends in exactly one of these, so no asset is left pending:
   timeout. Deliveries that never finished are counted per chunk; past
   ``max_deliveries`` a multi-asset chunk is split into one-asset chunks so
   the asset that kills workers is isolated, and a one-asset chunk is
-  dead-lettered as ``poison`` instead of looping.
+  dead-lettered as ``poison`` instead of looping. On RabbitMQ the broker counts
+  (``x-delivery-count``) and moves a chunk at its delivery limit to the
+  dead-letter queue, where this task splits it or records it as ``poison``
+  (``contract/amqp.py``).
 
 While Redis itself is unreachable, or refuses writes (out of memory, a
 read-only replica), nothing can be recorded, so the task waits for it (backoff
@@ -199,11 +202,11 @@ def _retry_or_give_up(
         return {"batch_id": chunk.batch_id, "chunk_id": chunk_id, "dead_lettered": "transient", "failed": failed}
     delay = backoff_s(retries, s.retry_backoff_s, s.retry_backoff_max_s)
     log.warning("chunk %s: %s; retry %d/%d in %.1fs", chunk_id, e, retries + 1, s.max_retries, delay)
-    # ``retry`` publishes a new message (through Redis) and raises Retry when that worked.
     if is_amqp(s.broker):
         # RabbitMQ's native delayed delivery counts whole seconds (celery truncates): round up, so the
         # message never arrives before its ETA and waits in a worker that cannot prefetch past it.
         delay = float(math.ceil(delay))
+    # ``retry`` publishes a new message (through the broker) and raises Retry when that worked.
     redis_call(lambda: self.retry(exc=e, countdown=delay, max_retries=s.max_retries, **chunk.describe()))
     raise AssertionError("unreachable: Task.retry always raises")
 
