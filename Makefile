@@ -22,14 +22,19 @@ demo: models
 	$(BIN)/assetq run samples --out out/demo --spec docs/examples/demo-spec.json
 
 # Debian's redis-server for the tests' private Redis instances, the DejaVu fonts the OCR tests
-# render text with, docker-compose to check docker-compose.yml without an engine, and Chromium with
-# its driver for the operator page's browser test.
+# render text with, docker-compose to check docker-compose.yml without an engine, Chromium with
+# its driver for the operator page's browser test, and RabbitMQ, running on 127.0.0.1:5672 (the
+# RabbitMQ tests make a vhost of their own on it with rabbitmqctl).
 services:
 	@command -v redis-server >/dev/null && command -v docker-compose >/dev/null \
 	  && command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  && command -v rabbitmqctl >/dev/null \
 	  && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || \
 	  (apt-get update -qq && apt-get install -y -qq redis-server fonts-dejavu-core docker-compose \
-	     chromium chromium-driver)
+	     chromium chromium-driver rabbitmq-server)
+	@rabbitmqctl -q status >/dev/null 2>&1 || service rabbitmq-server start >/dev/null 2>&1 \
+	  || rabbitmq-server -detached
+	@rabbitmqctl -q start_app >/dev/null 2>&1; rabbitmqctl -q await_startup --timeout 120 >/dev/null
 
 lint: setup
 	$(BIN)/ruff check .

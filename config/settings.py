@@ -35,7 +35,11 @@ class Settings(BaseSettings):
         description="Broker and result store: redis://, rediss://, or Redis Sentinel as "
         "sentinel://[:password@]host:port[/db];sentinel://host2:port;... (the password is the master's).",
     )
-    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url.")
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker: redis:// or sentinel:// (defaults to redis_url) or amqp:// (RabbitMQ, "
+        "quorum queues).",
+    )
     redis_sentinel_master: str = Field(
         "mymaster", description="With a sentinel:// URL: the master name the sentinels monitor."
     )
@@ -50,6 +54,12 @@ class Settings(BaseSettings):
     )
     redis_replica_ack_timeout_ms: int = Field(
         2000, ge=1, description="How long submit waits for those replica acknowledgements before it fails."
+    )
+    broker_consumer_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="RabbitMQ's consumer_timeout (its default: 30 min). With an amqp:// broker, time_limit_s must "
+        "stay below it, or the broker closes the channel of a chunk still running.",
     )
     result_ttl_s: int = Field(7 * 24 * 3600, description="Expiry of per-asset results and batch records in Redis.")
     results_stream: str = Field("assetq:results", description="Redis stream every finished asset is appended to.")
@@ -197,6 +207,11 @@ class Settings(BaseSettings):
         # The soft limit must fire before the hard one kills the pool process.
         if not self.soft_time_limit_s < self.time_limit_s:
             raise ValueError("need soft_time_limit_s < time_limit_s")
+        # RabbitMQ closes the channel of a delivery unacknowledged for longer than its consumer_timeout:
+        # a chunk must hit the hard time limit first (tests/test_rabbitmq_faults.py shows the other case).
+        scheme = self.broker.split("://", 1)[0].lower()
+        if scheme in ("amqp", "amqps", "pyamqp") and not self.time_limit_s < self.broker_consumer_timeout_s:
+            raise ValueError("with a RabbitMQ broker, need time_limit_s < broker_consumer_timeout_s")
         return self
 
     @property

@@ -30,6 +30,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
 from config import Settings
+from contract import amqp
 from contract.connection import broker_sentinel_options, text
 from contract.keys import CONSUMERS, CONSUMERS_META, held_key, wake_key
 
@@ -142,7 +143,8 @@ class SentinelTransport(kombu_redis.SentinelTransport):
 
 
 def celery_wire_config(settings: Settings, transport: str | None) -> dict[str, Any]:
-    """The Celery settings producers and workers must share to talk over the broker."""
+    """The Celery settings producers and workers must share to talk over the broker (Redis or RabbitMQ)."""
+    on_rabbitmq = amqp.amqp_wire_config(settings) if amqp.is_amqp(settings.broker) else {}
     return {
         "broker_url": settings.broker,
         "broker_transport": transport,
@@ -153,8 +155,12 @@ def celery_wire_config(settings: Settings, transport: str | None) -> dict[str, A
         "task_default_queue": settings.queue,
         "task_create_missing_queues": True,
         "broker_connection_retry_on_startup": True,
-        # The master name and the sentinels' password, for a sentinel:// broker.
-        "broker_transport_options": broker_sentinel_options(settings),
+        **on_rabbitmq,
+        # The master name and the sentinels' password for a sentinel:// broker; publisher confirms on RabbitMQ.
+        "broker_transport_options": {
+            **broker_sentinel_options(settings),
+            **on_rabbitmq.get("broker_transport_options", {}),
+        },
     }
 
 

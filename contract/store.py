@@ -187,6 +187,13 @@ class BatchStore:
     def statuses(self, batch_id: str) -> dict[str, str]:
         return {text(k): text(v) for k, v in self.r.hgetall(key("batch", batch_id, "status")).items()}
 
+    def all_final(self, batch_id: str, asset_ids: list[str]) -> bool:
+        """Whether every one of ``asset_ids`` already has its final result (``ok`` or ``skipped``)."""
+        if not asset_ids:
+            return False
+        found = self.r.hmget(key("batch", batch_id, "status"), asset_ids)
+        return all(text(v) in ("ok", "skipped") for v in found if v is not None) and None not in found
+
     def recent_batches(self, limit: int = 20) -> list[str]:
         return [text(b) for b in self.r.zrevrange(key("batches"), 0, limit - 1)]
 

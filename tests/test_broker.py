@@ -9,6 +9,7 @@ from config import Settings
 from worker.app import celery_config
 from worker.backoff import until_accepted
 from worker.broker import TRANSPORT, transport_for
+from worker.rabbit import TRANSPORT as RABBIT_TRANSPORT
 
 
 def test_refused_writes_are_retried_until_accepted() -> None:
@@ -35,5 +36,7 @@ def test_other_errors_pass_through_at_once() -> None:
 def test_only_redis_brokers_get_the_transport() -> None:
     assert transport_for("redis://127.0.0.1:6379/0") == TRANSPORT
     assert transport_for("rediss://cache.example:6380/1") == TRANSPORT
-    assert transport_for("amqp://guest@localhost//") is None
+    # RabbitMQ gets kombu's py-amqp transport, riding out a consumer timeout (worker/rabbit.py); no leases
+    assert transport_for("amqp://guest@localhost//") == RABBIT_TRANSPORT
+    assert transport_for("sqs://") is None
     assert celery_config(Settings(redis_url="redis://127.0.0.1:6379/3"))["broker_transport"] == TRANSPORT

@@ -1,7 +1,8 @@
 """Flower against a real worker: it sees the worker and finished tasks, with short readable arguments.
 
 Starts ``assetq flower`` (Celery's ``flower`` command on assetq's app, behind
-basic auth) and a real worker on a private redis-server, submits a small
+basic auth) and a real worker on either broker (a private redis-server, or a
+vhost of its own on the local RabbitMQ with Redis for results), submits a small
 batch, and reads Flower's HTTP API and its Prometheus ``/metrics``; then checks
 assetq's own counters (``assetq metrics``) for what Flower cannot see.
 """
@@ -9,6 +10,7 @@ assetq's own counters (``assetq metrics``) for what Flower cannot see.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +26,7 @@ import pytest
 from contract.metrics import render
 from contract.payload import PROCESS_CHUNK
 from tests.faultinject.scenario import TASKS, face_model_dir, make_photos, producer_for, wait_until, worker_env
+from tools.testbed.rabbit import RabbitVhost
 from tools.testbed.services import REPO, S3_ENV, RedisServer, S3Server, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -31,14 +34,20 @@ pytestmark = pytest.mark.integration
 AUTH = "flower:not-a-real-secret"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[dict[str, str]]:
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
+) -> Iterator[dict[str, str]]:
+    """Either broker: Redis (also the result store), or RabbitMQ (a vhost of its own) with Redis for results."""
     server = RedisServer().start()
     photos = make_photos(tmp_path_factory.mktemp("flower-photos"), count=5)
     e = worker_env(server.url, s3_server.url, photos.root, face_model_dir(), "flower", flower_basic_auth=AUTH)
     e.pop("PYTHONPATH")  # no fault hooks here
     e["PHOTOS"] = str(photos.root)
-    yield e
+    with contextlib.ExitStack() as stack:
+        if request.param == "rabbitmq":
+            e["ASSETQ_BROKER_URL"] = stack.enter_context(RabbitVhost()).url
+        yield e
     server.stop()
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery, signals
 
 from config import Settings, get_settings
+from contract.amqp import is_amqp
 from contract.broker import celery_wire_config
 from worker.bootstrap import context, start_heartbeat
 from worker.broker import transport_for
@@ -21,21 +22,16 @@ log = logging.getLogger(__name__)
 
 
 def celery_config(s: Settings) -> dict[str, Any]:
-    transport = {
-        # Leases, not a visibility timeout, return what a dead worker held (worker/broker.py).
-        "worker_dead_after_s": s.worker_dead_after_s,
-        # Take from the queues in -Q order (interactive first, worker/launch.py), not round robin:
-        # per priority step, an interactive chunk is fetched before any waiting bulk chunk.
-        "queue_order_strategy": "priority",
-        "socket_connect_timeout": 5,
-        "retry_on_timeout": True,
-        "health_check_interval": 30,
-    }
     wire = celery_wire_config(s, transport_for(s.broker))
-    transport.update(wire.pop("broker_transport_options"))  # the master name, behind Sentinel
+    # On RabbitMQ, the broker returns what a worker held the moment its connection drops: no leases;
+    # the transport options are the wire's (publisher confirms). On Redis: the leases' options, plus
+    # the wire's (the master name, behind Sentinel).
+    transport = dict(wire.pop("broker_transport_options", {}))
+    if not is_amqp(s.broker):
+        transport.update(_redis_transport_options(s))
     return {
-        # What producers use too (JSON only, never unpickle); the transport is the workers' own:
-        # kombu's Redis transport with atomic fetch and leases (broker.py).
+        # What producers use too (JSON only, never unpickle); on Redis the transport is the workers'
+        # own: kombu's Redis transport with atomic fetch and leases (broker.py).
         **wire,
         "result_backend": None,  # results go to assetq's own store, not Celery's backend
         "task_ignore_result": True,
@@ -46,7 +42,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_soft_time_limit": s.soft_time_limit_s,
         "task_time_limit": s.time_limit_s,
         "broker_transport_options": transport,
-        "broker_connection_max_retries": None,  # keep reconnecting while Redis restarts
+        "broker_connection_max_retries": None,  # keep reconnecting while the broker restarts
         "worker_send_task_events": True,  # Flower sees tasks
         "task_send_sent_event": True,
         "worker_max_tasks_per_child": s.worker_max_tasks_per_child or None,
@@ -56,6 +52,19 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_track_started": True,
+    }
+
+
+def _redis_transport_options(s: Settings) -> dict[str, Any]:
+    return {
+        # Leases, not a visibility timeout, return what a dead worker held (worker/broker.py).
+        "worker_dead_after_s": s.worker_dead_after_s,
+        # Take from the queues in -Q order (interactive first, worker/launch.py), not round robin:
+        # per priority step, an interactive chunk is fetched before any waiting bulk chunk.
+        "queue_order_strategy": "priority",
+        "socket_connect_timeout": 5,
+        "retry_on_timeout": True,
+        "health_check_interval": 30,
     }
 
 
@@ -69,6 +78,19 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+@signals.worker_init.connect
+def _declare_rabbitmq_topology(sender: Any = None, **_: Any) -> None:
+    # Every work queue exists before the consumer starts: Celery's delayed-delivery step binds all
+    # of them (a CPU worker does not consume ``gpu``), and a retry may be routed to any of them.
+    if not is_amqp(get_settings().broker):
+        return
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=None)
+        channel = conn.default_channel
+        for queue in app.conf.task_queues or ():
+            queue(channel).declare()
 
 
 @signals.worker_process_init.connect

@@ -35,9 +35,11 @@ from kombu.transport.redis import Empty
 from kombu.utils.json import loads
 
 from contract import broker as shared
+from contract.amqp import is_amqp
 from contract.keys import wake_key
 from worker.backoff import FIRST_PAUSE_S, MAX_PAUSE_S, WRITE_REFUSED, backoff_s
 from worker.leases import Lease
+from worker.rabbit import TRANSPORT as RABBIT_TRANSPORT
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +241,8 @@ class SentinelTransport(shared.SentinelTransport):
 
 
 def transport_for(broker_url: str) -> str | None:
-    """This transport for a redis:// or rediss:// broker, its Sentinel twin for a sentinel:// one;
-    None (the URL's own) for any other."""
+    """This transport for a redis:// or rediss:// broker, its Sentinel twin for a sentinel:// one,
+    ``worker/rabbit.py``'s for amqp://; else None (the URL's own)."""
+    if is_amqp(broker_url):
+        return RABBIT_TRANSPORT
     return shared.transport_for(broker_url, TRANSPORT, SENTINEL_TRANSPORT)

@@ -52,11 +52,16 @@ def launch(
     get_settings.cache_clear()
     settings = get_settings()
     os.environ.setdefault("ASSETQ_NODE", name or place.node_name)
+    from contract.amqp import dead_letter_queue, is_amqp
     from worker.app import app
 
+    consumed = [settings.interactive_queue, *place.queues]
+    if is_amqp(settings.broker):
+        # What RabbitMQ dead-lettered at the delivery limit: split or recorded as poison (tasks/process.py).
+        consumed.append(dead_letter_queue(settings))
     argv = celery_argv(
-        # Interactive chunks (/predict) first: the transport takes from the queues in this order.
-        queues.split(",") if queues else [settings.interactive_queue, *place.queues],
+        # Interactive chunks (/predict) first: on Redis the transport takes from the queues in this order.
+        queues.split(",") if queues else consumed,
         name or place.node_name,
         concurrency or settings.concurrency,
         pool,

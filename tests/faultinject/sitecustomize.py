@@ -21,7 +21,7 @@ delivery, like a real crash in a decoder or a model would.
   whole worker (its process group: main process and pool children, as the
   out-of-memory killer or a lost machine would) the n-th time this process gets
   to ``<moment>``. In the main process: ``fetched`` (a message taken, not yet
-  handed to the pool), ``acked``. In a pool child: ``task_started`` (delivery
+  handed to the pool; on RabbitMQ: a task message delivered), ``acked``. In a pool child: ``task_started`` (delivery
   counted, pipeline not run), ``processed`` (pipeline done, nothing written),
   ``staged`` (documents chosen, no copy written), ``s3_partial`` (one S3 object
   of the chunk written), ``s3_written`` (between the S3 and the Redis write),
@@ -114,6 +114,33 @@ def _patch_main_process() -> None:
     Lease.ack = ack_then_maybe_die  # type: ignore[method-assign]
 
 
+def _patch_main_process_amqp() -> None:
+    """The same two moments on RabbitMQ: a task message just delivered to the worker, an ack just sent."""
+    from typing import Any
+
+    from amqp.channel import Channel
+
+    deliver, ack = Channel._on_basic_deliver, Channel.basic_ack
+
+    def deliver_then_maybe_die(self: Channel, *args: Any) -> Any:
+        msg = args[-1]
+        if (getattr(msg, "properties", None) or {}).get("application_headers", {}).get("task"):
+            _reach("fetched")  # a task message (not an event or a control message) is in this process
+        return deliver(self, *args)
+
+    def ack_then_maybe_die(self: Channel, *args: Any, **kwargs: Any) -> Any:
+        out = ack(self, *args, **kwargs)
+        _reach("acked")
+        return out
+
+    Channel._on_basic_deliver = deliver_then_maybe_die  # type: ignore[method-assign]
+    Channel.basic_ack = ack_then_maybe_die  # type: ignore[method-assign]
+
+
+def _on_rabbitmq() -> bool:
+    return (os.environ.get("ASSETQ_BROKER_URL") or "").split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+
+
 def _patch_sinks_for_kills() -> None:
     from typing import Any
 
@@ -188,4 +215,4 @@ if any(os.environ.get(k) for k in HOOKS):
 
     signals.worker_process_init.connect(_patch_pool_child, weak=False)
     if os.environ.get("ASSETQ_FAULT_KILL_AT") in MAIN_MOMENTS:
-        _patch_main_process()
+        _patch_main_process_amqp() if _on_rabbitmq() else _patch_main_process()

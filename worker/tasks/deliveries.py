@@ -8,6 +8,11 @@
 * ``batch:<id>:attempts`` hash: asset id -> times a delivery started on it.
 * ``batch:<id>:processed`` hash: asset id -> times the pipeline finished it.
 
+On RabbitMQ the broker counts deliveries itself (``x-delivery-count`` on every
+delivery from a quorum queue) and dead-letters a chunk at its delivery limit;
+``deliveries`` then holds the broker's count (``delivery_seen``), so the two
+never disagree.
+
 The two counters let operators (and the fault tests) see how often each asset
 was worked on: after a worker is killed they may exceed 1, while the result
 itself is written idempotently and counted once.
@@ -17,9 +22,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 
+from contract.amqp import DEATH_HEADER, DELIVERY_COUNT_HEADER, DELIVERY_LIMIT_REASON
 from contract.connection import text
 from contract.keys import key
 
@@ -78,3 +86,38 @@ def asset_counts(r: redis.Redis, batch_id: str, counter: str) -> dict[str, int]:
     """``batch:<id>:<counter>`` as a dict (for operators and tests)."""
     raw = r.hgetall(key("batch", batch_id, counter))
     return {text(k): int(v) for k, v in raw.items()}
+
+
+def delivery_seen(r: redis.Redis, chunk_id: str, deliveries: int, ttl_s: int) -> int:
+    """Record the broker's own count of this chunk's deliveries (RabbitMQ's, this one included)."""
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(chunk_key(chunk_id), DELIVERIES, deliveries)
+    if ttl_s > 0:
+        pipe.expire(chunk_key(chunk_id), ttl_s)
+    pipe.execute()
+    return deliveries
+
+
+@dataclass(frozen=True)
+class BrokerDelivery:
+    """What RabbitMQ says about a delivery (from its headers); all None on Redis."""
+
+    count: int | None  # deliveries before this one that were returned (x-delivery-count)
+    dead_lettered_from: str | None  # the work queue it was dead-lettered from, when it came from the DLQ
+    death_reason: str | None  # "delivery_limit" when RabbitMQ dead-lettered it there
+
+
+def broker_delivery(request: Any) -> BrokerDelivery:
+    """Read a Celery request's RabbitMQ headers (Celery keeps a message's headers on its request).
+
+    A message can carry ``x-death`` entries for other reasons than the delivery limit: a retry's
+    countdown passes through Celery's delayed-delivery queues, which expire it into the work queue
+    (reason ``expired``). Only a ``delivery_limit`` entry means RabbitMQ gave up on it.
+    """
+    get = request.get if hasattr(request, "get") else (lambda _k, _d=None: None)
+    raw = get(DELIVERY_COUNT_HEADER)
+    count = int(raw) if isinstance(raw, int | str) and str(raw).isdigit() else None
+    for death in get(DEATH_HEADER) or []:
+        if isinstance(death, dict) and death.get("reason") == DELIVERY_LIMIT_REASON:
+            return BrokerDelivery(count, str(death.get("queue") or "") or None, DELIVERY_LIMIT_REASON)
+    return BrokerDelivery(count, None, None)

@@ -17,7 +17,10 @@ Every delivery ends in exactly one of these, so no asset is left pending:
   timeout. Deliveries that never finished are counted per chunk; past
   ``max_deliveries`` a multi-asset chunk is split into one-asset chunks so
   the asset that kills workers is isolated, and a one-asset chunk is
-  dead-lettered as ``poison`` instead of looping.
+  dead-lettered as ``poison`` instead of looping. On RabbitMQ the broker counts
+  (``x-delivery-count``) and moves a chunk at its delivery limit to the
+  dead-letter queue, where this task splits it or records it as ``poison``
+  (``contract/amqp.py``).
 
 While Redis itself is unreachable, or refuses writes (out of memory, a
 read-only replica), nothing can be recorded, so the task waits for it (backoff
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from functools import partial
@@ -41,6 +45,7 @@ from celery import Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
 
+from contract.amqp import delivery_limit, is_amqp
 from contract.errors import PayloadError
 from contract.metrics import record_chunk
 from contract.names import count_statuses
@@ -136,7 +141,23 @@ def _process(self: Task, payload: Any, args: tuple[Any, ...], kwargs: dict[str, 
 
     batch_id, chunk_id = chunk.batch_id, chunk.chunk_id
     asset_ids = chunk.asset_ids
-    deliveries = redis_call(lambda: dl.delivery_started(ctx.redis, chunk_id, s.result_ttl_s))
+    broker = dl.broker_delivery(self.request)
+    if broker.death_reason is not None:
+        # RabbitMQ dead-lettered it at its delivery limit: delivered max_deliveries times, never finished.
+        crashed = delivery_limit(s) + 1
+        return _poison(self, chunk, crashed, redis_call, queue=broker.dead_lettered_from)
+    returned = broker.count
+    if returned is None:
+        deliveries = redis_call(lambda: dl.delivery_started(ctx.redis, chunk_id, s.result_ttl_s))
+    else:
+        # RabbitMQ counts deliveries itself: assetq's count is the broker's.
+        deliveries = redis_call(lambda: dl.delivery_seen(ctx.redis, chunk_id, returned + 1, s.result_ttl_s))
+        if returned and redis_call(lambda: ctx.store.all_final(batch_id, asset_ids)):
+            # Redelivered after its results were recorded (the channel closed before the ack reached
+            # RabbitMQ: a consumer_timeout, a cut connection): done, not worth running again.
+            log.warning("chunk %s redelivered (%d) with every result recorded; acknowledging it", chunk_id, returned)
+            redis_call(lambda: dl.chunk_finished(ctx.redis, chunk_id))
+            return {"batch_id": batch_id, "chunk_id": chunk_id, "already_recorded": len(asset_ids)}
     if deliveries > s.max_deliveries:
         return _poison(self, chunk, deliveries - 1, redis_call)
     redis_call(lambda: dl.count_assets(ctx.redis, batch_id, "attempts", asset_ids, s.result_ttl_s))
@@ -181,21 +202,37 @@ def _retry_or_give_up(
         return {"batch_id": chunk.batch_id, "chunk_id": chunk_id, "dead_lettered": "transient", "failed": failed}
     delay = backoff_s(retries, s.retry_backoff_s, s.retry_backoff_max_s)
     log.warning("chunk %s: %s; retry %d/%d in %.1fs", chunk_id, e, retries + 1, s.max_retries, delay)
-    # ``retry`` publishes a new message (through Redis) and raises Retry when that worked.
+    if is_amqp(s.broker):
+        # RabbitMQ's native delayed delivery counts whole seconds (celery truncates): round up, so the
+        # message never arrives before its ETA and waits in a worker that cannot prefetch past it.
+        delay = float(math.ceil(delay))
+    # ``retry`` publishes a new message (through the broker) and raises Retry when that worked.
     redis_call(lambda: self.retry(exc=e, countdown=delay, max_retries=s.max_retries, **chunk.describe()))
     raise AssertionError("unreachable: Task.retry always raises")
 
 
 def _poison(
-    self: Task, chunk: ChunkPayload, crashed: int, redis_call: Callable[[Callable[[], Any]], Any]
+    self: Task,
+    chunk: ChunkPayload,
+    crashed: int,
+    redis_call: Callable[[Callable[[], Any]], Any],
+    queue: str | None = None,
 ) -> dict[str, Any]:
-    """``crashed`` deliveries never finished: isolate the culprit, or dead-letter it."""
+    """``crashed`` deliveries never finished: isolate the culprit, or dead-letter it.
+
+    ``queue``: where the parts of a split chunk go (the work queue RabbitMQ dead-lettered it
+    from); by default the queue it was delivered from.
+    """
     ctx = context()
     batch_id, chunk_id, assets = chunk.batch_id, chunk.chunk_id, chunk.assets
+    if redis_call(lambda: ctx.store.all_final(batch_id, chunk.asset_ids)):
+        # Its results were recorded by a delivery whose acknowledgement never reached the broker.
+        redis_call(lambda: dl.chunk_finished(ctx.redis, chunk_id))
+        return {"batch_id": batch_id, "chunk_id": chunk_id, "already_recorded": len(assets)}
     if len(assets) > 1:
         log.error("chunk %s: %d deliveries never finished; splitting its %d assets", chunk_id, crashed, len(assets))
         info = self.request.delivery_info or {}
-        queue = info.get("routing_key") or ctx.settings.queue
+        queue = queue or info.get("routing_key") or ctx.settings.queue
 
         def send(part: ChunkPayload) -> None:
             self.apply_async(
