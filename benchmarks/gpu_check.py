@@ -343,8 +343,8 @@ def main() -> int:
     env, assets = prepare_inputs(check)
     check.facts["full job"] = env.job_name()
     redis_server = None if os.environ.get("GPU_CHECK_NO_REDIS") else shutil.which("redis-server")
-    # The worker also needs boto3 (it always builds its S3 sink); the in-process path needs neither.
-    missing = [m for m in ("celery", "boto3") if importlib.util.find_spec(m) is None]
+    # The worker needs celery (boto3 only once a job writes to S3, which this check's jobs do not).
+    missing = [m for m in ("celery",) if importlib.util.find_spec(m) is None]
     use_worker = bool(redis_server) and not missing
     check.facts["path"] = (
         f"assetq worker (Celery, 1 pool process) + private redis-server ({redis_server})"

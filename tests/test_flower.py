@@ -27,6 +27,7 @@ from contract.metrics import render
 from contract.payload import PROCESS_CHUNK
 from tests.faultinject.scenario import TASKS, face_model_dir, make_photos, producer_for, wait_until, worker_env
 from tools.testbed.rabbit import RabbitVhost
+from tools.testbed.sentinel import SentinelCluster
 from tools.testbed.services import REPO, S3_ENV, RedisServer, S3Server, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -34,11 +35,12 @@ pytestmark = pytest.mark.integration
 AUTH = "flower:not-a-real-secret"
 
 
-@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+@pytest.fixture(scope="module", params=["redis", "sentinel", "rabbitmq"])
 def env(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
 ) -> Iterator[dict[str, str]]:
-    """Either broker: Redis (also the result store), or RabbitMQ (a vhost of its own) with Redis for results."""
+    """Each broker: Redis (also the result store), Redis behind Sentinel (both too), or RabbitMQ (a vhost of its
+    own) with Redis for results."""
     server = RedisServer().start()
     photos = make_photos(tmp_path_factory.mktemp("flower-photos"), count=5)
     e = worker_env(server.url, s3_server.url, photos.root, face_model_dir(), "flower", flower_basic_auth=AUTH)
@@ -47,6 +49,10 @@ def env(
     with contextlib.ExitStack() as stack:
         if request.param == "rabbitmq":
             e["ASSETQ_BROKER_URL"] = stack.enter_context(RabbitVhost()).url
+        if request.param == "sentinel":
+            cluster = SentinelCluster().start()
+            stack.callback(cluster.stop)
+            e["ASSETQ_REDIS_URL"] = cluster.url
         yield e
     server.stop()
 
