@@ -87,7 +87,8 @@ def test_s3_sink_keys_and_write_order(store: BatchStore) -> None:
             order.append("s3")
             super().write(results, output)
 
-    write_all([Spy(store), SpyS3(lambda: s3, None, "assetq/")], [result("a")], {"s3": {"bucket": "res", "prefix": "p/"}})
+    sinks = [Spy(store), SpyS3(lambda: s3, None, "assetq/")]
+    write_all(sinks, [result("a")], {"s3": {"bucket": "res", "prefix": "p/"}})
     assert order == ["s3", "redis"]  # Redis marks done only after the external write succeeded
     assert list(s3.objects) == [("res", "p/b1/a.json")]
 

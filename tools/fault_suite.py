@@ -23,7 +23,7 @@ RECOVERY = re.compile(r"^recovery-s (\S+): ([0-9. ]+)", re.MULTILINE)
 SUMMARY = re.compile(r"^(?:=+ )?(\d+ (?:passed|failed)[^\n]*?) in [0-9.]+s", re.MULTILINE)
 
 
-def run_once() -> tuple[bool, float, str, dict[str, list[float]]]:
+def run_once(log: Path) -> tuple[bool, float, str, dict[str, list[float]]]:
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-m", "faults", "tests"],
@@ -32,23 +32,30 @@ def run_once() -> tuple[bool, float, str, dict[str, list[float]]]:
         text=True,
     )
     took = time.monotonic() - t0
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)  # a failure is read from here
     found: dict[str, list[float]] = {}
     for where, values in RECOVERY.findall(proc.stdout):
         found.setdefault(where, []).extend(float(v) for v in values.split())
     summary = SUMMARY.findall(proc.stdout)
-    return proc.returncode == 0, took, (summary[-1] if summary else proc.stdout[-300:]), found
+    failed = [
+        line.split(" - ")[0].removeprefix("FAILED ") for line in proc.stdout.splitlines() if line.startswith("FAILED ")
+    ]
+    text = (summary[-1] if summary else proc.stdout[-300:]) + "".join(f"; {f}" for f in failed)
+    return proc.returncode == 0, took, text, found
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", type=Path, help="also write the report (markdown) here")
+    ap.add_argument("--logs", type=Path, default=Path("/tmp/assetq-fault-suite"), help="each run's pytest output")
     a = ap.parse_args()
     lines = ["| run | result | pytest summary | wall |", "|---|---|---|---|"]
     recovery: dict[str, list[float]] = {}
     failed = 0
     for n in range(1, a.runs + 1):
-        ok, took, summary, found = run_once()
+        ok, took, summary, found = run_once(a.logs / f"run-{n}.log")
         failed += not ok
         for where, values in found.items():
             recovery.setdefault(where, []).extend(values)
