@@ -27,6 +27,7 @@ from tests.faultinject.scenario import (
     PhotoSet,
     check_promise,
     chunk_assets,
+    chunks_in_flight,
     done,
     face_model_dir,
     make_photos,
@@ -229,7 +230,13 @@ def test_a_worker_on_another_machine_is_recovered_when_its_lease_lapses(
         assert consumers(r)[victim_id]["node"] != consumers(r)[survivor]["node"]
         p = producer_for(env)
         batch = stage.submit(p)
-        wait_until(lambda: bool(held_by(r, victim_id)), 60, "the victim to hold a chunk")
+        # Held and started (its delivery counted): a chunk only fetched is handed back too, but has no
+        # first attempt to count.
+        wait_until(
+            lambda: bool(held_by(r, victim_id)) and set(held_by(r, victim_id)) <= set(chunks_in_flight(r, batch)),
+            60,
+            "the victim to run a chunk",
+        )
         holding = held_by(r, victim_id)
         stage.workers[-1].kill()
         t0 = time.monotonic()
