@@ -242,5 +242,18 @@ def test_every_registered_model_declares_what_the_pipeline_reads() -> None:
     for cls in registered().values():
         check_declarations(cls)
         if cls.batch_setting is not None:  # a Settings field with a Limits field of the same name
-            assert limits.batch_size(cls.batch_setting) == default_of(cls.batch_setting), cls
+            assert getattr(limits, cls.batch_setting) == default_of(cls.batch_setting), cls
+            assert limits.batch_size(cls.batch_setting) == cls.default_max_batch() >= 1, cls
         assert cls.decode_side({}, limits.detail_side) >= 0, cls
+
+
+def test_detection_and_face_batches_are_small_on_the_cpu_and_large_on_a_gpu_unless_set() -> None:
+    # 0 (the default) is "auto": on the CPU larger batches only cost memory.
+    assert Limits().detection_batch_size == Limits().face_batch_size == 0
+    assert Limits(device="cpu").batch_size("detection_batch_size") == 1
+    assert Limits(device="0").batch_size("detection_batch_size") == 8
+    assert Limits(device="cpu").batch_size("face_batch_size") == 8
+    assert Limits(device="1").batch_size("face_batch_size") == 32
+    assert Limits(device="cpu", detection_batch_size=4).batch_size("detection_batch_size") == 4
+    assert Limits(device="0", face_batch_size=5).batch_size("face_batch_size") == 5
+    assert FaceDetector.default_max_batch() == 1 and FaceRecognizer.default_max_batch() == 8

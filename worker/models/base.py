@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from config.settings import Settings, default_of, from_settings, mirrored
+from config.settings import Settings, batch_size_for, default_of, from_settings, mirrored
 from contract.names import ModelType, Task
 from worker.pipeline.graph import Step, StepKey
 from worker.pipeline.image import DecodedImage
@@ -174,7 +174,8 @@ class InferenceModel(ABC):
     @classmethod
     def default_max_batch(cls) -> int:
         """The default of this model's ``batch_setting`` (1 for a step that does not batch)."""
-        return int(default_of(cls.batch_setting)) if cls.batch_setting else 1
+        # A default of 0 is "auto", by device: a model built outside a pipeline gets the CPU's value.
+        return batch_size_for(cls.batch_setting, int(default_of(cls.batch_setting))) if cls.batch_setting else 1
 
     @classmethod
     def decode_side(cls, options: Mapping[str, Any], detail_side: int) -> int:

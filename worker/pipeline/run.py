@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings, from_settings, mirrored
+from config.settings import Settings, batch_size_for, from_settings, mirrored
 from contract.spec import SpecError, parse_tasks
 from worker.models.base import FULL_SIZE, InferenceModel
 from worker.models.cache import ModelCache
@@ -49,6 +49,7 @@ class Limits:
     text_batch_size: int = mirrored("text_batch_size")
     clip_batch_size: int = mirrored("clip_batch_size")
     detection_batch_size: int = mirrored("detection_batch_size")
+    device: str = mirrored("device")
     decode_threads: int = DECODE_THREADS
     detail_side: int = DETAIL_SIDE
 
@@ -60,7 +61,7 @@ class Limits:
         """The value of the batch setting a model declares (``InferenceModel.batch_setting``)."""
         if setting not in {f.name for f in fields(self)}:
             raise LookupError(f"a model's batch_setting {setting!r} is not a field of Limits: add it there")
-        return int(getattr(self, setting))
+        return batch_size_for(setting, int(getattr(self, setting)), self.device)  # 0: by device
 
 
 def decode_min_side(plan: Sequence[Step], limits: Limits, model_dir: Path) -> int:
