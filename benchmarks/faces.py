@@ -5,54 +5,37 @@ photos and 12 MP originals. On each, in the same run and interleaved round by ro
 
 * the peer-style baseline (``benchmarks/peer.py``: Immich ML's design, in a process of its own);
 * the naive baseline (``benchmarks/naive.py``), a second reference;
-* ``assetq run``'s path, warm (steady state), and one process with 2 threads beside it;
-* assetq distributed: a real redis-server and one ``assetq worker`` at its defaults, Producer API;
-* the whole commands: ``assetq run <folder>`` and ``assetq submit <folder> --wait`` (the latter
-  against the already running worker), start-up, model loading and enqueueing included.
+* ``assetq run``'s path, warm (steady state), at the README's CPU recommendation for this job
+  (one process whose onnxruntime sessions use every core), and a process per core beside it;
+* assetq distributed: a real redis-server and one ``assetq worker`` at that recommendation
+  (``--concurrency 1``), Producer API;
+* the whole commands: ``assetq run <folder> --concurrency 1`` and ``assetq submit <folder> --wait``
+  (the latter against the already running worker), start-up, model loading and enqueueing included.
 
 Then the session-time ceiling (what assetq would reach if everything outside ``session.run``
-were free), the peak memory of each configuration, and whether the outputs agree.
+were free, and what decoding leaves of it), the peak memory of each configuration, and whether
+the outputs agree.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Run, State, average_timings, progress, ratio, table
-from benchmarks.face_sets import FACE_SETS, FaceSet, cycled, distinct_photos, folder
+from benchmarks.common import Run, State, progress
+from benchmarks.face_sets import FACE_SETS, cycled, distinct_photos, folder
+from benchmarks.faces_report import MIN_SCORE, SetResult, faces_shape, report
 from benchmarks.peer import PeerProcess, peak_rss_mb
 
-MIN_SCORE = 0.7  # the issue's job: Immich's default face detection threshold
 STEADY_IMAGES = 120
 QUICK_IMAGES = 24
-
-
-@dataclass
-class SetResult:
-    """Best-of-rounds seconds per configuration for one image set, and what else was read off it."""
-
-    face_set: FaceSet
-    images: int
-    best_s: dict[str, float] = field(default_factory=dict)
-    whole_images: int = 0
-    agreement: str = ""
-    min_cosine: float = float("nan")
-    session_ms: float = float("nan")  # per image, one process's session.run time / processes
-    decode_ms: float = float("nan")  # per image, fetch + decode (+ the detector's letterbox) / processes
-
-    def keep(self, name: str, seconds: float) -> None:
-        self.best_s[name] = min(seconds, self.best_s.get(name, float("inf")))
-
-    def per_s(self, name: str) -> float:
-        images = self.whole_images if name.startswith("whole") else self.images
-        return images / self.best_s[name] if name in self.best_s else float("nan")
 
 
 def faces_tasks() -> dict[str, Any]:
@@ -70,20 +53,42 @@ def _assets(paths: list[Path], tag: str) -> list[dict[str, Any]]:
     return [{"id": f"{tag}-{i}", "uri": p.resolve().as_uri()} for i, p in enumerate(paths)]
 
 
-def _whole(cmd: list[str], env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)
-    wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return wall
+def _whole(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
+    """(wall seconds, the command's peak RSS in MiB) of one whole command.
+
+    The peak is the process's own VmHWM, read every 50 ms while it runs (it only grows): the
+    rusage of a child forked from this big harness would count the harness's pages too.
+    """
+    peak = 0.0
+    ended = threading.Event()
+    with log.open("w") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+        end = [t0]
+
+        def wait() -> None:
+            proc.wait()
+            end[0] = time.perf_counter()
+            ended.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        try:
+            while not ended.wait(0.05):  # returns at once when the command ends: the wall time is exact
+                with contextlib.suppress(OSError, RuntimeError):  # it may end between the wait and the read
+                    peak = max(peak, peak_rss_mb(proc.pid))
+        finally:
+            if not ended.is_set():
+                proc.kill()
+    wall = end[0] - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}): {log.read_text()[-2000:]}")
+    return wall, peak
 
 
 def section(run: Run, state: State) -> None:
     from benchmarks.distributed import Deployment
     from benchmarks.inprocess import InProcess, build_recorded_runtime
     from benchmarks.naive import NaiveRunner
-    from benchmarks.roofline import SessionRecorder
     from config.settings import Settings
     from worker.local_processes import ProcessPool
     from worker.models.base import RuntimeOptions
@@ -101,26 +106,34 @@ def section(run: Run, state: State) -> None:
     sets = {s.name: distinct_photos(env.work, env.wheel_cache, s) for s in FACE_SETS}
     roots = sorted({p.parent for ps in sets.values() for p in ps} | {work})
     assetq = str(Path(sys.executable).with_name("assetq"))
+    shape = faces_shape(run)
     # What users run: every installed pack in the model directory (the worker loads only what jobs need).
-    user_env = {"ASSETQ_MODEL_DIR": str(env.source_model_dir), "ASSETQ_INTRA_OP_THREADS": str(run.intra_op_threads)}
+    user_env = {"ASSETQ_MODEL_DIR": str(env.source_model_dir), "ASSETQ_INTRA_OP_THREADS": str(shape.threads)}
 
-    progress("faces: starting the peer-style service, the naive runner, assetq's pools and a worker")
+    progress("faces: starting the peer-style service, the naive runner, assetq's runtimes and a worker")
     peer = PeerProcess(env.model_dir, tasks)
     settings = run.settings(model_dir=env.source_model_dir, chunk_size=16)
-    pool = InProcess(settings, ProcessPool(settings, tasks, run.concurrency))
-    threads_settings = settings.model_copy(update={"concurrency": 1, "intra_op_threads": run.concurrency})
-    threaded = InProcess(threads_settings, ProcessPool(threads_settings, tasks, 1))
+    # The recommendation: one process whose sessions use every core (what `assetq run` runs in-process).
+    one_settings = settings.model_copy(update={"concurrency": 1, "intra_op_threads": shape.threads})
+    one = InProcess(one_settings, build_recorded_runtime(one_settings))
+    # The alternative: a process per core, one thread each.
+    pool_settings = settings.model_copy(update={"concurrency": shape.processes, "intra_op_threads": 1})
+    pool = InProcess(pool_settings, ProcessPool(pool_settings, tasks, shape.processes))
+    # The recommendation with ASSETQ_DETAIL_SIDE=0 on the 12 MP set: faces aligned from full-size pixels.
+    full_settings = one_settings.model_copy(update={"detail_side": 0})
+    full = InProcess(full_settings, ProcessPool(full_settings, tasks, 1))
     deployment = Deployment(
         env.source_model_dir,
         roots,
         16,
-        run.intra_op_threads,
-        run.concurrency,
+        shape.threads,
+        1,
         env.work / "logs",
         # The worker's own default model TTL, not the harness's "keep everything" (it is at its defaults).
         extra_env={"ASSETQ_MODEL_TTL_S": str(Settings.model_fields["model_ttl_s"].default)},
     ).start()
     results: list[SetResult] = []
+    whole_run_rss = 0.0
     try:
         producer = deployment.producer()
         naive = NaiveRunner(env.model_dir, plan_for(tasks, ModelCache(env.model_dir, RuntimeOptions())))
@@ -133,66 +146,62 @@ def section(run: Run, state: State) -> None:
             peer.warm(distinct)
             naive.warm(distinct[0])
             warm = _assets(distinct, f"warm-{face_set.name}")
+            one.run(warm, tasks)
             pool.run(warm, tasks)
-            threaded.run(warm, tasks)
             deployment.run(producer, warm, tasks)
+            fidelity = face_set.name == "12mp"
+            if fidelity:
+                full.run(warm, tasks)
             peer_out: list[Any] = []
+            full_out: list[dict[str, Any]] = []
             fast_out: list[dict[str, Any]] = []
             for r in range(rounds):
                 progress(f"faces {face_set.name}: round {r + 1}/{rounds}")
                 wall, peer_out, _ = peer.run(paths)
                 result.keep("peer", wall)
                 result.keep("naive", naive.run(paths)[0])
-                wall, fast_out = pool.run(assets, tasks)
+                wall, fast_out = one.run(assets, tasks)
                 result.keep("inprocess", wall)
-                result.keep("threads", threaded.run(assets, tasks)[0])
+                result.keep("processes", pool.run(assets, tasks)[0])
+                if fidelity:
+                    wall, full_out = full.run(assets, tasks)
+                    result.keep("full_size", wall)
                 result.keep("distributed", deployment.run(producer, _assets(paths, f"d{r}-{face_set.name}"), tasks)[0])
             whole = folder(distinct, face_set.whole_command_images, work / f"whole-{face_set.name}")
             result.whole_images = face_set.whole_command_images
             for r in range(rounds):
                 progress(f"faces {face_set.name}: whole commands, round {r + 1}/{rounds}")
                 out = work / f"out-{face_set.name}-{r}"
-                result.keep(
-                    "whole_run",
-                    _whole(
-                        [
-                            assetq,
-                            "run",
-                            str(whole),
-                            "--spec",
-                            str(spec),
-                            "--out",
-                            str(out),
-                            "--concurrency",
-                            str(run.concurrency),
-                        ],
-                        user_env,
-                    ),
-                )
-                result.keep(
-                    "whole_submit",
-                    _whole([assetq, "submit", str(whole), "--spec", str(spec), "--wait"], deployment.env()),
-                )
+                cmd = [assetq, "run", str(whole), "--spec", str(spec), "--out", str(out), "--concurrency", "1"]
+                wall, rss = _whole(cmd, user_env, work / "whole-run.log")
+                result.keep("whole_run", wall)
+                whole_run_rss = max(whole_run_rss, rss)
+                cmd = [assetq, "submit", str(whole), "--spec", str(spec), "--wait"]
+                result.keep("whole_submit", _whole(cmd, deployment.env(), work / "whole-submit.log")[0])
             result.agreement, result.min_cosine = _agreement(peer_out, fast_out)
-            result.decode_ms = average_timings(fast_out).get("decode", float("nan")) / run.concurrency
-            result.session_ms = _session_ms(run, build_recorded_runtime, SessionRecorder, InProcess, assets, tasks)
+            if fidelity:
+                result.full_size_agreement, result.full_size_min_cosine = _agreement(peer_out, full_out)
+            result.decode_ms = decode_cpu_ms(distinct, tasks, env.source_model_dir)
+            result.session_ms = _session_ms(one_settings, build_recorded_runtime, InProcess, assets, tasks)
             results.append(result)
         assert deployment.worker is not None and deployment.worker.proc is not None
-        assert isinstance(pool.runtime, ProcessPool) and isinstance(threaded.runtime, ProcessPool)
+        assert isinstance(pool.runtime, ProcessPool) and isinstance(full.runtime, ProcessPool)
         memory = {
             "peer-style baseline (1 process, 2 request threads)": peer.run(sets["previews"][:1])[2],
-            f"assetq worker ({run.concurrency} pool processes + main)": _peak(
+            f"assetq worker (1 pool process x {shape.threads} threads + main)": _peak(
                 [deployment.worker.proc.pid, *deployment.worker_pids()]
             ),
-            f"assetq run pool ({run.concurrency} processes x 1 thread)": _peak(pool.runtime.pids),
-            f"assetq run pool (1 process x {run.concurrency} threads)": _peak(threaded.runtime.pids),
+            f"`assetq run --concurrency 1`, whole command (1 process x {shape.threads} threads)": whole_run_rss,
+            f"assetq run pool ({shape.processes} processes x 1 thread)": _peak(pool.runtime.pids),
+            f"assetq run pool (1 process x {shape.threads} threads, ASSETQ_DETAIL_SIDE=0)": _peak(full.runtime.pids),
         }
     finally:
         peer.close()
+        one.close()
         pool.close()
-        threaded.close()
+        full.close()
         deployment.stop()
-    _report(run, results, memory)
+    report(run, shape, results, memory)
 
 
 def _peak(pids: list[int]) -> float:
@@ -208,11 +217,12 @@ def _agreement(peer_out: list[Any], fast_out: list[dict[str, Any]]) -> tuple[str
 
 
 def _session_ms(
-    run: Run, build: Any, recorder_cls: Any, inprocess_cls: Any, assets: list[dict[str, Any]], tasks: dict[str, Any]
+    settings: Any, build: Any, inprocess_cls: Any, assets: list[dict[str, Any]], tasks: dict[str, Any]
 ) -> float:
-    """One process's session.run time per image over the set, shared by ``run.concurrency`` processes."""
-    recorder = recorder_cls()
-    settings = run.settings(model_dir=run.env.source_model_dir)
+    """The recommended process's session.run time per image over the set (its wall time inside onnxruntime)."""
+    from benchmarks.roofline import SessionRecorder
+
+    recorder = SessionRecorder()
     single = inprocess_cls(settings, build(settings, recorder))
     try:
         single.run(assets[:16], tasks)
@@ -221,107 +231,21 @@ def _session_ms(
         seconds = sum(log.seconds for log in recorder.logs.values())
     finally:
         single.close()
-    return 1000 * seconds / len(assets) / run.concurrency
+    return 1000 * seconds / len(assets)
 
 
-def _report(run: Run, results: list[SetResult], memory: dict[str, float]) -> None:
-    run.say("\n## Faces job against the peer-style baseline\n")
-    run.say(
-        f"Job: facial-recognition, buffalo_s, detection minScore {MIN_SCORE}. Peer-style baseline: Immich ML's "
-        "design (1 process, 2 request threads sharing one session per model at 2 intra-op threads, whole-image "
-        f"decode, per image detection then that image's faces as one batch). assetq: {run.concurrency} processes x "
-        f"{run.intra_op_threads} thread(s), default chunk size 16 cut to keep every process busy. Images/s, best "
-        "of the interleaved rounds; ratios against the peer-style baseline of the same run."
-    )
-    rows = []
-    for r in results:
-        peer = r.per_s("peer")
-        rows.append(
-            [
-                r.face_set.label,
-                r.images,
-                peer,
-                f"{r.per_s('naive'):.1f} ({ratio(r.per_s('naive'), peer):.2f}x)",
-                f"{r.per_s('inprocess'):.1f} ({ratio(r.per_s('inprocess'), peer):.2f}x)",
-                f"{r.per_s('threads'):.1f} ({ratio(r.per_s('threads'), peer):.2f}x)",
-                f"{r.per_s('distributed'):.1f} ({ratio(r.per_s('distributed'), peer):.2f}x)",
-            ]
-        )
-    run.say("\nSteady state (warm; the clock runs from the first image to the last result):\n")
-    run.say(
-        table(
-            [
-                "image set",
-                "images",
-                "peer-style",
-                "naive",
-                "assetq run path",
-                "1 process x 2 threads",
-                "distributed (submit -> results)",
-            ],
-            rows,
-        )
-    )
-    rows = []
-    for r in results:
-        peer = r.per_s("peer")
-        rows.append(
-            [
-                r.face_set.label,
-                r.whole_images,
-                f"{r.per_s('whole_run'):.1f} ({ratio(r.per_s('whole_run'), peer):.2f}x)",
-                f"{r.per_s('whole_submit'):.1f} ({ratio(r.per_s('whole_submit'), peer):.2f}x)",
-            ]
-        )
-    run.say("\nWhole commands (start-up, model loading, enqueueing and waiting included), against the warm peer:\n")
-    run.say(table(["image set", "images", "`assetq run --concurrency N`", "`assetq submit --wait` (worker up)"], rows))
-    rows = []
-    for r in results:
-        measured_ms = 1000 / r.per_s("inprocess")
-        peer_ms = 1000 / r.per_s("peer")
-        rows.append(
-            [
-                r.face_set.label,
-                r.session_ms,
-                measured_ms,
-                f"{100 * r.session_ms / measured_ms:.0f}%",
-                r.decode_ms,
-                f"{100 * (r.session_ms + r.decode_ms) / measured_ms:.0f}%",
-                peer_ms,
-                f"{ratio(peer_ms, r.session_ms):.2f}x",
-            ]
-        )
-    run.say(
-        "\nSession-time ceiling: one process's session.run time per image / processes (what assetq would reach "
-        "if everything outside session.run were free). Decoding is work no scheduler removes: the next columns "
-        "add it (its time in the decode threads, / processes) to show what is left of the ceiling once it is "
-        "paid.\n"
-    )
-    run.say(
-        table(
-            [
-                "image set",
-                "ceiling ms/image",
-                "assetq run ms/image",
-                "of the ceiling",
-                "decode ms/image",
-                "of ceiling + decode",
-                "peer ms/image",
-                "most any ratio vs peer can be",
-            ],
-            rows,
-        )
-    )
-    run.say("\nPeak resident memory (VmHWM, summed over the configuration's processes), after all three sets:\n")
-    run.say(table(["configuration", "peak RSS MiB"], [[k, v] for k, v in memory.items()]))
-    for r in results:
-        run.say(f"- outputs, {r.face_set.label}: assetq vs peer-style: {r.agreement}, min cosine {r.min_cosine:.4f}")
-    for r in results:
-        figures = [r.per_s(k) for k in ("inprocess", "distributed", "whole_run", "whole_submit")]
-        run.ratios[f"faces_vs_peer_{r.face_set.name}"] = min(ratio(f, r.per_s("peer")) for f in figures)
-        run.ratios.setdefault("faces_ceiling_pct", 100.0)
-        run.ratios["faces_ceiling_pct"] = min(
-            run.ratios["faces_ceiling_pct"], 100 * r.session_ms * r.per_s("inprocess") / 1000
-        )
-    worker = next(v for k, v in memory.items() if k.startswith("assetq worker"))
-    run.ratios["faces_memory_headroom"] = ratio(next(iter(memory.values())), worker)
+def decode_cpu_ms(paths: list[Path], tasks: dict[str, Any], model_dir: Path) -> float:
+    """CPU ms per image of the pipeline's decode of ``paths`` (at the side the job keeps), one thread, alone."""
+    from worker.models.base import RuntimeOptions
+    from worker.models.cache import ModelCache
+    from worker.pipeline.image import decode_image
+    from worker.pipeline.run import Limits, decode_min_side, plan_for
+
+    limits = Limits()
+    min_side = decode_min_side(plan_for(tasks, ModelCache(model_dir, RuntimeOptions())), limits, model_dir)
+    datas = [p.read_bytes() for p in paths]
+    decode_image(datas[0], limits.max_pixels, min_side)  # warm
+    t0 = time.thread_time()
+    for data in datas * 2:
+        decode_image(data, limits.max_pixels, min_side)
+    return 1000 * (time.thread_time() - t0) / (2 * len(datas))

@@ -127,6 +127,15 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         50_000_000, le=178_956_970, description="Refuse images larger than this many pixels (decompression bombs)."
     )
+    # Immich runs its models on 1440 px previews, so this matches its quality on what Immich sends.
+    detail_side: int = Field(
+        1440,
+        ge=0,
+        description="Short side a JPEG keeps when decoded for steps that read fine detail (face alignment, "
+        "text lines): a larger one is DCT-scaled down to no less than this. 0 = always full size: face "
+        "embeddings of big originals then match a full-size decode exactly, at the decode time and memory "
+        "of full-size pixels (README, Performance).",
+    )
     max_image_side: int = Field(65_535, ge=1, description="Refuse images whose longer side exceeds this (long strips).")
     max_image_bytes: int = Field(200 * 1024 * 1024, description="Refuse encoded files larger than this.")
     allowed_roots: list[Path] = Field(

@@ -151,6 +151,9 @@ def test_full_job_decodes_jpegs_draft_scaled_and_unknown_steps_at_full_size(mode
     ]
     assert decode_min_side(full, Limits(), model_dir) == Limits().detail_side
     assert decode_min_side([full[0], full[3]], Limits(), model_dir) == 640
+    # ASSETQ_DETAIL_SIDE=0: faces aligned from full-size pixels, as a whole-image decode would.
+    assert decode_min_side(full[:2], Limits(detail_side=0), model_dir) == 0
+    assert decode_min_side(full[:2], Limits(detail_side=2000), model_dir) == 2000
     ocr_alone = [Step("ocr", "detection", "PP-OCRv6_small", {"maxResolution": 1024})]
     assert decode_min_side(ocr_alone, Limits(), model_dir) == 1024
     assert decode_min_side([*full, Step("mystery", "step", "m")], Limits(), model_dir) == 0

@@ -56,3 +56,9 @@ def test_the_producer_imports_no_worker_code_and_no_onnxruntime() -> None:
 def test_package_inits_import_nothing_heavy(package: str) -> None:
     loaded = loaded_after([package])
     assert not loaded & {"celery", "kombu", "redis", "onnxruntime", "numpy", "cv2"}, package
+
+
+def test_a_local_run_imports_no_broker_client() -> None:
+    # `assetq run` over a folder needs no Redis: its start-up does not pay for the clients' imports.
+    loaded = loaded_after(["cli.local", "worker.local", "worker.runtime"])
+    assert not loaded & {"celery", "kombu", "redis", "boto3"}, sorted(loaded & {"celery", "kombu", "redis", "boto3"})

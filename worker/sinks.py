@@ -11,10 +11,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from contract.store import BatchStore
 from worker.pipeline.errors import TransientError
+
+if TYPE_CHECKING:  # the redis client is imported by what makes a store: `assetq run` never loads it
+    from contract.store import BatchStore
 
 
 class Sink(Protocol):

@@ -30,9 +30,6 @@ Decoded = tuple[DecodedImage, float] | AssetError | TransientError
 
 # Fetch+decode threads per pipeline: I/O and Pillow release the GIL, and two keep a step fed on the CPU.
 DECODE_THREADS = 2
-# Short side kept when decoding for steps that read fine detail (face and text-line
-# recognition): Immich runs its models on 1440 px previews, so this matches its quality.
-DETAIL_SIDE = 1440
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class Limits:
     detection_batch_size: int = mirrored("detection_batch_size")
     device: str = mirrored("device")
     decode_threads: int = DECODE_THREADS
-    detail_side: int = DETAIL_SIDE
+    detail_side: int = mirrored("detail_side")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
