@@ -62,3 +62,10 @@ def test_a_local_run_imports_no_broker_client() -> None:
     # `assetq run` over a folder needs no Redis: its start-up does not pay for the clients' imports.
     loaded = loaded_after(["cli.local", "worker.local", "worker.runtime"])
     assert not loaded & {"celery", "kombu", "redis", "boto3"}, sorted(loaded & {"celery", "kombu", "redis", "boto3"})
+
+
+def test_a_workers_main_process_loads_no_inference_libraries() -> None:
+    # The prefork main process only consumes and dispatches; the pool processes load these themselves.
+    loaded = loaded_after(["worker.app", "worker.tasks.process", "worker.tasks.deadletter", "worker.tasks.refused"])
+    heavy = {"numpy", "PIL", "onnxruntime", "cv2", "boto3"}
+    assert not loaded & heavy, sorted(loaded & heavy)

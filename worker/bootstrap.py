@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -18,10 +18,14 @@ from contract.catalog import default_tasks, scan_model_dir
 from contract.connection import redis_client
 from contract.fleet import ALLOWED_ROOTS, HEARTBEAT_TTL_S, PROCESSES, WorkerRegistry, root_forms
 from contract.store import BatchStore
-from worker.models.cache import ModelCache
-from worker.pipeline.run import Pipeline
-from worker.runtime import Engine, build_engine, build_sinks
-from worker.sinks import Sink
+
+if TYPE_CHECKING:
+    # Imported where a pool process builds its context: a prefork worker's main process, which only
+    # consumes and dispatches, then never loads numpy, Pillow or onnxruntime (~20 MiB less resident).
+    from worker.models.cache import ModelCache
+    from worker.pipeline.run import Pipeline
+    from worker.runtime import Engine
+    from worker.sinks import Sink
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,8 @@ class WorkerContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
+        from worker.runtime import build_engine, build_sinks
+
         client = redis_client(settings)
         store = BatchStore.from_settings(settings, client)
         engine = build_engine(settings)

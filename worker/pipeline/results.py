@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worker.models.base import AssetOutputs, InferenceModel
 from worker.pipeline.graph import Step, StepKey
+
+if TYPE_CHECKING:  # ``skipped`` is also what a worker's main process writes for a dead letter: no numpy there
+    from worker.models.base import InferenceModel
 
 
 def skipped(
@@ -43,6 +45,8 @@ def build(
     step refining another's output, e.g. recognition after detection, has the last word);
     ``requested`` are the tasks the request named.
     """
+    from worker.models.base import AssetOutputs
+
     asset = AssetOutputs({s.key: s for s in plan}, outputs, requested)
     result: dict[str, Any] = {
         "batch_id": batch_id,
