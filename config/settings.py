@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(1, description="onnxruntime inter-op threads.")
     gpu_mem_limit_mb: int = Field(0, description="CUDA arena limit per session (0 = unlimited).")
     cuda_arena_extend_strategy: str = Field("kSameAsRequested", description="CUDA arena growth strategy.")
+    intra_op_spinning: bool = Field(
+        False,
+        description="Let onnxruntime's intra-op threads spin between operators instead of sleeping. Off, they "
+        "leave the cores to the decode threads running beside inference: the faces job streaming image by image "
+        "in one process x 2 threads ran 1.2-1.7x faster with it off.",
+    )
     denormal_as_zero: bool = Field(
         True, description="Flush subnormal floats to zero where a model is verified unaffected."
     )

@@ -86,6 +86,22 @@ return out
 """
 
 
+def batch_record(
+    batch_id: str, total: int, tasks: dict[str, Any], output: dict[str, Any], now: float
+) -> dict[str, str]:
+    """The fields of a new batch's hash, as Redis stores them (``create_batch`` and the submit script write it)."""
+    return {
+        "id": batch_id,
+        "total": str(total),
+        "created_at": repr(now),
+        "tasks": json.dumps(tasks),
+        "output": json.dumps(output),
+        "ok": "0",
+        "skipped": "0",
+        "failed": "0",
+    }
+
+
 class BatchStore:
     def __init__(
         self,
@@ -118,19 +134,8 @@ class BatchStore:
     ) -> None:
         bkey = key("batch", batch_id)
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(
-            bkey,
-            mapping={
-                "id": batch_id,
-                "total": len(assets),
-                "created_at": time.time(),
-                "tasks": json.dumps(tasks),
-                "output": json.dumps(output),
-                "ok": 0,
-                "skipped": 0,
-                "failed": 0,
-            },
-        )
+        record: dict[Any, Any] = batch_record(batch_id, len(assets), tasks, output, time.time())  # redis' Mapping
+        pipe.hset(bkey, mapping=record)
         for i in range(0, len(assets), 1000):
             pipe.hset(key("batch", batch_id, "assets"), mapping={a["id"]: json.dumps(a) for a in assets[i : i + 1000]})
         pipe.zadd(key("batches"), {batch_id: time.time()})

@@ -20,6 +20,7 @@ import redis
 
 from contract.broker import WAKE_TOKENS_MAX
 from contract.keys import key, wake_key
+from contract.store import batch_record
 
 # KEYS: batch, assets, batches, wake, list per message...
 # ARGV: batch id, created, ttl, meta (flat JSON array), assets (flat JSON array id, json, ...), wake tokens kept,
@@ -65,10 +66,7 @@ class Submitter:
     ) -> bool:
         """Record the batch and push ``messages`` ((list key, body) for ``queue``); False if the id is taken."""
         now = time.time()
-        meta = [
-            "id", batch_id, "total", str(len(assets)), "created_at", repr(now), "tasks", json.dumps(tasks),
-            "output", json.dumps(output), "ok", "0", "skipped", "0", "failed", "0",
-        ]  # fmt: skip
+        meta = [part for item in batch_record(batch_id, len(assets), tasks, output, now).items() for part in item]
         flat: list[str] = []
         for a in assets:
             flat += [a["id"], json.dumps(a)]

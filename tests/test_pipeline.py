@@ -24,7 +24,7 @@ from worker.models.outputs import FaceBox
 from worker.models.registry import register
 from worker.pipeline.fetch import Fetcher
 from worker.pipeline.image import DecodedImage
-from worker.pipeline.run import Limits, Pipeline
+from worker.pipeline.run import Limits, Pipeline, plan_for
 
 CALLS: list[tuple[str, int, int]] = []  # (step, images in the call, id of the first image)
 
@@ -257,3 +257,97 @@ def test_detection_and_face_batches_are_small_on_the_cpu_and_large_on_a_gpu_unle
     assert Limits(device="cpu", detection_batch_size=4).batch_size("detection_batch_size") == 4
     assert Limits(device="0", face_batch_size=5).batch_size("face_batch_size") == 5
     assert FaceDetector.default_max_batch() == 1 and FaceRecognizer.default_max_batch() == 8
+
+
+class StreamDetector(FakeDetector):
+    batch_setting: ClassVar[str | None] = "detection_batch_size"  # images per call, like the real detectors
+
+
+class StreamRecognizer(FakeRecognizer):
+    batches_images: ClassVar[bool] = False  # faces per call
+
+    def run_chunk(
+        self,
+        images: Sequence[DecodedImage],
+        upstream: Mapping[StepKey, Sequence[Any]],
+        options: Mapping[str, Any],
+        *,
+        max_batch: int | None = None,
+    ) -> list[Any]:
+        LIVE.append(sum(1 for ref in DECODED if ref() is not None))
+        return super().run_chunk(images, upstream, options, max_batch=max_batch)
+
+
+register("fake-stream")(StreamDetector)
+register("fake-stream")(StreamRecognizer)
+LIVE: list[int] = []  # decoded images still alive whenever recognition starts
+DECODED: list[Any] = []  # weak references to every image decoded
+
+
+def test_a_chunk_streams_wave_by_wave_and_lets_each_waves_pixels_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import weakref
+
+    import worker.pipeline.run as run_module
+
+    pack = tmp_path / "models" / "facial-recognition" / "fake"
+    for t in ("detection", "recognition"):
+        (pack / t).mkdir(parents=True)
+        (pack / t / "model.onnx").write_bytes(b"not used")
+    (pack / "assetq.json").write_text(json.dumps({"family": "fake-stream"}))
+    real_decode = run_module.decode_image
+
+    def tracked(*args: Any, **kwargs: Any) -> DecodedImage:
+        image = real_decode(*args, **kwargs)
+        DECODED.append(weakref.ref(image))
+        return image
+
+    monkeypatch.setattr(run_module, "decode_image", tracked)
+    monkeypatch.setattr(run_module, "WAVE_PIXELS", 1)  # these images are tiny: make every one count as big
+    assets = []
+    for i in range(12):
+        (tmp_path / f"{i}.png").write_bytes(png(100 + 100 * (i % 3), 40))
+        assets.append({"id": str(i), "uri": (tmp_path / f"{i}.png").as_uri()})
+    outcomes = {}
+    for detection_batch in (1, 12):
+        CALLS.clear()
+        LIVE.clear()
+        DECODED.clear()
+        cache = ModelCache(tmp_path / "models", RuntimeOptions(warmup=False), session_factory=fake_factory)
+        pipe = Pipeline(
+            cache, Fetcher([tmp_path], 10_000_000), Limits(face_batch_size=7, detection_batch_size=detection_batch)
+        )
+        assert pipe.wave_size(plan_for(TASKS, cache)) == detection_batch
+        results = pipe.process("B", assets, TASKS)
+        pipe.close()
+        outcomes[detection_batch] = [{k: v for k, v in r.items() if k != "timings_ms"} for r in results]
+        if detection_batch == 1:
+            # image by image: detection then recognition, each image's faces in their own batch
+            assert [c[0] for c in CALLS] == ["det", "rec"] * 12
+            # never more than the wave and the decode threads' look-ahead alive (2 threads + 1 + the one decoding)
+            assert max(LIVE) <= 1 + pipe.look_ahead(plan_for(TASKS, cache)), LIVE
+        else:
+            assert [c[:2] for c in CALLS] == [("det", 12), ("rec", 24)]
+            assert max(LIVE) == 12
+    assert outcomes[1] == outcomes[12]  # the same results whatever the wave
+    # At the real pixel budget, images this small gather into one wave even with detection batch 1.
+    monkeypatch.setattr(run_module, "WAVE_PIXELS", 16_000_000)
+    CALLS.clear()
+    cache = ModelCache(tmp_path / "models", RuntimeOptions(warmup=False), session_factory=fake_factory)
+    Pipeline(cache, Fetcher([tmp_path], 10_000_000), Limits(face_batch_size=7, detection_batch_size=1)).process(
+        "B", assets, TASKS
+    )
+    assert [c[0] for c in CALLS] == ["det", "rec"]
+
+
+def test_the_decode_pool_runs_a_bounded_number_of_jobs_ahead_of_its_consumer() -> None:
+    from worker.pipeline.deadline_pool import DeadlinePool
+
+    started: list[int] = []
+    pool: DeadlinePool[int, int] = DeadlinePool(2)
+    results = pool.map(lambda i: started.append(i) or i, list(range(10)), limit_s=5, ahead=3)
+    for i in range(10):
+        assert next(results) == i
+        assert max(started) <= i + 2, (i, started)  # while i is held, at most i+1 and i+2 are submitted
+    pool.shutdown()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from config import Settings
@@ -12,7 +13,6 @@ from contract.names import count_statuses
 from contract.output import write_outputs
 from contract.spec import new_batch_id
 from worker.local_processes import ProcessPool
-from worker.pipeline.run import Decoded
 from worker.runtime import Engine, build_engine
 
 __all__ = ["ProcessPool", "run_local", "summarize", "write_outputs"]
@@ -41,8 +41,8 @@ def run_local(
     """Process ``assets`` chunk by chunk; results in asset order, and a summary.
 
     Models are loaded and warmed before the clock starts, so ``images_per_s``
-    is the steady rate. In one process, decoding of the next chunk overlaps
-    inference of this one. With ``settings.concurrency`` > 1 the chunks are
+    is the steady rate. In one process, decoding runs ahead of inference
+    (``Pipeline.look_ahead`` images), into the next chunk too. With ``settings.concurrency`` > 1 the chunks are
     shared among that many processes (``worker.local_processes``).
 
     ``runtime``: warm sessions to reuse across calls (the benchmarks do), a
@@ -83,11 +83,14 @@ def _run_here(
         for step in plan or []:
             rt.cache.get(step.task, step.type, step.model_name)
         t0 = time.perf_counter()
-        for chunk, decoded in _prefetched(chunks, lambda c: list(pipeline.decode_all(c, plan or []))):
-            if plan is None:
+        # One decode stream over every chunk: it runs look_ahead images ahead of the models, across
+        # chunk boundaries too, so the next chunk is decoding while this one's last wave runs.
+        stream = iter(pipeline.decode_all(assets, plan, ahead=pipeline.look_ahead(plan))) if plan else None
+        for chunk in chunks:
+            if stream is None or plan is None:
                 out = pipeline.process(bid, chunk, tasks)
             else:
-                out = pipeline.run_models(bid, chunk, decoded, plan, tasks)
+                out = pipeline.run_models(bid, chunk, islice(stream, len(chunk)), plan, tasks)
             results.extend(out)
             if progress:
                 progress(len(chunk))
@@ -119,20 +122,3 @@ def _run_in_pool(
 def _chunks(assets: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
     size = max(1, size)
     return [assets[i : i + size] for i in range(0, len(assets), size)]
-
-
-def _prefetched(
-    chunks: list[list[dict[str, Any]]], decode: Callable[[list[dict[str, Any]]], list[Decoded]]
-) -> Iterator[tuple[list[dict[str, Any]], list[Decoded]]]:
-    """Yield (chunk, decoded) with the next chunk's decode already running in the background."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not chunks:
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetq-prefetch") as pool:
-        pending = pool.submit(decode, chunks[0])
-        for i, chunk in enumerate(chunks):
-            decoded = pending.result()
-            if i + 1 < len(chunks):
-                pending = pool.submit(decode, chunks[i + 1])
-            yield chunk, decoded

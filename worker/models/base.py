@@ -9,6 +9,7 @@ pipeline needs to know about it:
 * ``depends_on`` / ``runs_after`` -- the ``(task, type)`` steps whose outputs it
   needs / reads when they were requested too,
 * ``batch_setting`` -- the Settings field capping the items of one session call,
+  and ``batches_images`` -- whether those items are images (or faces, lines found in them),
 * ``decode_side`` -- the short side it needs of each decoded image,
 * ``result_fields`` -- how its output becomes the asset's result JSON,
 * ``run_chunk`` -- the batched work over a whole chunk of decoded images.
@@ -64,6 +65,7 @@ class RuntimeOptions:
     device: str = mirrored("device")  # "cpu" or a CUDA ordinal as seen by this process
     intra_op_threads: int = mirrored("intra_op_threads")
     inter_op_threads: int = mirrored("inter_op_threads")
+    intra_op_spinning: bool = mirrored("intra_op_spinning")
     denormal_as_zero: bool = mirrored("denormal_as_zero")
     gpu_mem_limit_mb: int = mirrored("gpu_mem_limit_mb")
     cuda_arena_extend_strategy: str = mirrored("cuda_arena_extend_strategy")
@@ -117,6 +119,9 @@ def onnxruntime_session(path: Path, opts: RuntimeOptions, flush_denormals: bool)
         so.intra_op_num_threads = opts.intra_op_threads
     if opts.inter_op_threads > 0:
         so.inter_op_num_threads = opts.inter_op_threads
+    if not opts.intra_op_spinning:
+        # Decode threads run beside inference: spinning intra-op threads would take their cores.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if opts.denormal_as_zero and flush_denormals:
         so.add_session_config_entry("session.set_denormal_as_zero", "1")
     providers = choose_providers(opts.device, ort.get_available_providers(), opts)
@@ -150,6 +155,8 @@ class InferenceModel(ABC):
     # The Settings field (e.g. "face_batch_size") that caps the items of one session call; the
     # pipeline passes its value as ``run_chunk``'s ``max_batch``. None: the step does not batch.
     batch_setting: ClassVar[str | None] = None
+    # True: ``batch_setting`` counts images (a detector, CLIP); False: items found in them (faces, lines).
+    batches_images: ClassVar[bool] = True
     # Set per model once outputs were checked identical with subnormals flushed.
     flush_denormals: ClassVar[bool] = False
 

@@ -230,6 +230,7 @@ class FaceRecognizer(InferenceModel):
     type: ClassVar[ModelType] = ModelType.RECOGNITION
     depends_on: ClassVar[tuple[StepKey, ...]] = (DETECTION_STEP,)
     batch_setting: ClassVar[str | None] = "face_batch_size"
+    batches_images: ClassVar[bool] = False  # faces / text lines, found in the images
     embedding_dim: int  # per class; replaced by the loaded model's output width when it is fixed
 
     def __init__(

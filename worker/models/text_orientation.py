@@ -51,6 +51,7 @@ class PPOCRTextOrientation(InferenceModel):
     type: ClassVar[ModelType] = ModelType.CLASSIFICATION
     depends_on: ClassVar[tuple[StepKey, ...]] = (DETECTION,)
     batch_setting: ClassVar[str | None] = "text_batch_size"
+    batches_images: ClassVar[bool] = False  # faces / text lines, found in the images
 
     @classmethod
     def decode_side(cls, options: Mapping[str, Any], detail_side: int) -> int:

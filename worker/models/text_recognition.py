@@ -148,6 +148,7 @@ class PPOCRTextRecognizer(InferenceModel):
     # Read when present; the pipeline runs the orientation step first when it was requested.
     runs_after: ClassVar[tuple[StepKey, ...]] = (ORIENTATION,)
     batch_setting: ClassVar[str | None] = "text_batch_size"
+    batches_images: ClassVar[bool] = False  # faces / text lines, found in the images
     # flush_denormals stays off: outputs are identical with it, but only 241 weights are
     # subnormal and no speed-up was measured (benchmarks/ocr_bench.py).
 

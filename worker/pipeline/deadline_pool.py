@@ -34,40 +34,66 @@ class DeadlinePool(Generic[T, R]):
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T], limit_s: float) -> Iterator[R | BaseException]:
-        """Results (or the exception each job raised, or ``TimeoutError``) in the order of ``items``."""
+    def map(
+        self, fn: Callable[[T], R], items: Sequence[T], limit_s: float, ahead: int | None = None
+    ) -> Iterator[R | BaseException]:
+        """Results (or the exception each job raised, or ``TimeoutError``) in the order of ``items``.
+
+        ``ahead``: when set, at most that many jobs are submitted past the last result handed out,
+        so a slow consumer holds a bounded number of results (decoded images) at a time; None
+        submits every job at once.
+        """
         started: dict[int, float] = {}
         lock = threading.Lock()
+        n = len(items)
+        window = n if ahead is None else max(1, ahead)
 
         def job(i: int) -> R:
             with lock:
                 started[i] = time.monotonic()
             return fn(items[i])
 
-        futures: list[Future[R]] = [self._pool.submit(job, i) for i in range(len(items))]
-        for i in range(len(items)):
-            while True:
-                with lock:
-                    t0 = started.get(i)
-                wait = _POLL_S if t0 is None else max(0.0, t0 + limit_s - time.monotonic())
-                try:
-                    yield futures[i].result(timeout=wait)
-                    break
-                except FutureTimeout:
-                    if t0 is None:
-                        continue  # still queued behind running jobs
-                    futures[i].cancel()
-                    self._abandon(futures, i + 1, job)
-                    yield TimeoutError(f"took longer than {limit_s}s")
-                    break
-                except Exception as e:  # the job's own error, handed to the caller in order
-                    yield e
-                    break
+        # A handed-out result is dropped from here (None): the consumer alone decides how long it lives.
+        futures: list[Future[R] | None] = []
+        for i in range(n):
+            while len(futures) < min(n, i + window):  # top up the window, then wait for item i
+                futures.append(self._pool.submit(job, len(futures)))
+            outcome = self._outcome(futures, i, started, lock, limit_s, job)
+            futures[i] = None
+            yield outcome
 
-    def _abandon(self, futures: list[Future[R]], start: int, job: Callable[[int], R]) -> None:
+    def _outcome(
+        self,
+        futures: list[Future[R] | None],
+        i: int,
+        started: dict[int, float],
+        lock: threading.Lock,
+        limit_s: float,
+        job: Callable[[int], R],
+    ) -> R | BaseException:
+        future = futures[i]
+        assert future is not None
+        while True:
+            with lock:
+                t0 = started.get(i)
+            wait = _POLL_S if t0 is None else max(0.0, t0 + limit_s - time.monotonic())
+            try:
+                return future.result(timeout=wait)
+            except FutureTimeout:
+                if t0 is None:
+                    future = futures[i] or future  # still queued behind running jobs (maybe moved to a fresh pool)
+                    continue
+                future.cancel()
+                self._abandon(futures, i + 1, job)
+                return TimeoutError(f"took longer than {limit_s}s")
+            except Exception as e:  # the job's own error, handed to the caller in order
+                return e
+
+    def _abandon(self, futures: list[Future[R] | None], start: int, job: Callable[[int], R]) -> None:
         """Leave the stuck thread behind: queued jobs move to a fresh pool."""
         old, self._pool = self._pool, self._new_pool()
         for j in range(start, len(futures)):
-            if futures[j].cancel():  # only succeeds for jobs that never started
+            queued = futures[j]
+            if queued is not None and queued.cancel():  # only succeeds for jobs that never started
                 futures[j] = self._pool.submit(job, j)
         old.shutdown(wait=False, cancel_futures=True)
