@@ -92,7 +92,7 @@ def report(run: Run, shape: FacesShape, results: list[SetResult], memory: dict[s
     _ceiling(run, shape, results)
     run.say(
         "\nPeak resident memory (VmHWM; a worker's is its main and pool processes' summed; a whole command's "
-        "from its rusage), after all three sets:\n"
+        "read from its /proc status while it runs), after all three sets:\n"
     )
     run.say(table(["configuration", "peak RSS MiB"], [[k, v] for k, v in memory.items()]))
     for r in results:
