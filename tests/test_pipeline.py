@@ -266,16 +266,9 @@ class StreamDetector(FakeDetector):
 class StreamRecognizer(FakeRecognizer):
     batches_images: ClassVar[bool] = False  # faces per call
 
-    def run_chunk(
-        self,
-        images: Sequence[DecodedImage],
-        upstream: Mapping[StepKey, Sequence[Any]],
-        options: Mapping[str, Any],
-        *,
-        max_batch: int | None = None,
-    ) -> list[Any]:
+    def run_chunk(self, *args: Any, **kwargs: Any) -> list[Any]:
         LIVE.append(sum(1 for ref in DECODED if ref() is not None))
-        return super().run_chunk(images, upstream, options, max_batch=max_batch)
+        return super().run_chunk(*args, **kwargs)
 
 
 register("fake-stream")(StreamDetector)
