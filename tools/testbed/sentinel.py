@@ -20,6 +20,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,13 +156,27 @@ class SentinelCluster:
         return time.monotonic() - started
 
     def rejoin_as_replica(self, old: RedisServer, timeout: float = 30) -> RedisServer:
-        """Start the old master again on its port, as a replica of the new one, and wait until it has synced."""
-        server = RedisServer(
-            port=old.port, dir=old.dir, extra_args=["--replicaof", HOST, str(self.master.port)]
-        ).start()
-        self._wait_replicating(server, self.master, timeout)
-        self.replica = server
-        return server
+        """Start the old master again on its port, as a replica of the new one, and wait until it has synced.
+
+        A rejoin that has not synced within ``timeout`` is restarted once, as an operator would; what
+        both servers said of their link is kept in a warning, so a run that needed it still shows why.
+        A rejoined server the sentinels made master again is not retried: that is a failover back.
+        """
+        for attempt in (1, 2):
+            server = RedisServer(
+                port=old.port, dir=old.dir, extra_args=["--replicaof", HOST, str(self.master.port)]
+            ).start()
+            try:
+                self._wait_replicating(server, self.master, timeout)
+            except TimeoutError as e:
+                role = _role(server)
+                server.stop(kill=True)
+                if attempt == 2 or role != "slave":
+                    raise TimeoutError(f"{e}\nrole of the rejoined server: {role}\n{self.logs()}") from e
+                warnings.warn(f"the rejoin did not sync, restarting it once: {e}", stacklevel=2)
+            self.replica = server
+            return server
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _wait_replicating(replica: RedisServer, master: RedisServer, timeout: float) -> None:
@@ -171,7 +186,19 @@ class SentinelCluster:
             info = client.info("replication")
             return info["role"] == "slave" and info["master_link_status"] == "up" and info["master_port"] == master.port
 
-        wait_for(synced, timeout, f"redis on {replica.port} to replicate {master.port}")
+        try:
+            wait_for(synced, timeout, f"redis on {replica.port} to replicate {master.port}")
+        except TimeoutError as e:
+            # What each side says of the link: a sync that never ends, a refused link, a failover back.
+            states = []
+            for server in (replica, master):
+                try:
+                    info = redis.Redis(port=server.port, socket_timeout=2).info("replication")
+                    states.append(f"{server.port}: {info}")
+                except redis.RedisError as err:
+                    states.append(f"{server.port}: {err!r}")
+            logs = "\n".join(f"--- redis {s.port} ---\n{s.log()}" for s in (replica, master))
+            raise TimeoutError(f"{e}\n" + "\n".join(states) + f"\n{logs}") from e
 
     def logs(self) -> str:
         return "\n".join(f"--- sentinel {s.port} ---\n{s.log()[-3000:]}" for s in self.sentinels)
@@ -183,3 +210,10 @@ class SentinelCluster:
         for server in (self.master, self.replica):
             if server is not None:
                 server.stop(kill=True)
+
+
+def _role(server: RedisServer) -> str:
+    try:
+        return str(redis.Redis(port=server.port, socket_timeout=2).info("replication")["role"])
+    except redis.RedisError as e:
+        return repr(e)

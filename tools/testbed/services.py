@@ -91,12 +91,22 @@ class RedisServer:
             "noeviction",
             "--protected-mode",
             "no",
+            "--logfile",
+            str(self.log_path),
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         wait_for(lambda: bool(client.ping()), 10, "redis-server")
         return self
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / f"redis-{self.port}.log"
+
+    def log(self, tail: int = 3000) -> str:
+        """The end of this server's log (a restart on the same dir and port appends to it)."""
+        return self.log_path.read_text(errors="replace")[-tail:] if self.log_path.exists() else ""
 
     def stop(self, kill: bool = False) -> None:
         if self.proc and self.proc.poll() is None:
