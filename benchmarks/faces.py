@@ -6,7 +6,8 @@ photos and 12 MP originals. On each, in the same run and interleaved round by ro
 * the peer-style baseline (``benchmarks/peer.py``: Immich ML's design, in a process of its own);
 * the naive baseline (``benchmarks/naive.py``), a second reference;
 * ``assetq run``'s path, warm (steady state), at the README's CPU recommendation for this job
-  (one process whose onnxruntime sessions use every core), and a process per core beside it;
+  (the defaults: one process, an inference thread per core, each session call on one core), and
+  beside it one session call at a time over every core (0.5.0's recommendation) and a process per core;
 * assetq distributed: a real redis-server and one ``assetq worker`` at that recommendation
   (``--concurrency 1``), Producer API;
 * the whole commands: ``assetq run <folder> --concurrency 1`` and ``assetq submit <folder> --wait``
@@ -107,15 +108,24 @@ def section(run: Run, state: State) -> None:
     roots = sorted({p.parent for ps in sets.values() for p in ps} | {work})
     assetq = str(Path(sys.executable).with_name("assetq"))
     shape = faces_shape(run)
-    # What users run: every installed pack in the model directory (the worker loads only what jobs need).
-    user_env = {"ASSETQ_MODEL_DIR": str(env.source_model_dir), "ASSETQ_INTRA_OP_THREADS": str(shape.threads)}
+    # What users run: every installed pack in the model directory (the worker loads only what jobs need),
+    # the recommendation's threads named (the defaults on a machine of shape.threads cores).
+    threads_env = {"ASSETQ_INFERENCE_THREADS": str(shape.threads), "ASSETQ_INTRA_OP_THREADS": "1"}
+    user_env = {"ASSETQ_MODEL_DIR": str(env.source_model_dir), **threads_env}
 
     progress("faces: starting the peer-style service, the naive runner, assetq's runtimes and a worker")
     peer = PeerProcess(env.model_dir, tasks)
     settings = run.settings(model_dir=env.source_model_dir, chunk_size=16)
-    # The recommendation: one process whose sessions use every core (what `assetq run` runs in-process).
-    one_settings = settings.model_copy(update={"concurrency": 1, "intra_op_threads": shape.threads})
+    # The recommendation (the defaults): one process, a session call on each core at once (inference threads).
+    one_settings = settings.model_copy(
+        update={"concurrency": 1, "inference_threads": shape.threads, "intra_op_threads": 1}
+    )
     one = InProcess(one_settings, build_recorded_runtime(one_settings))
+    # 0.5.0's recommendation: one process, one session call at a time spread over every core.
+    call_settings = settings.model_copy(
+        update={"concurrency": 1, "inference_threads": 1, "intra_op_threads": shape.threads}
+    )
+    one_call = InProcess(call_settings, build_recorded_runtime(call_settings))
     # The alternative: a process per core, one thread each.
     pool_settings = settings.model_copy(update={"concurrency": shape.processes, "intra_op_threads": 1})
     pool = InProcess(pool_settings, ProcessPool(pool_settings, tasks, shape.processes))
@@ -126,11 +136,11 @@ def section(run: Run, state: State) -> None:
         env.source_model_dir,
         roots,
         16,
-        shape.threads,
+        1,
         1,
         env.work / "logs",
         # The worker's own default model TTL, not the harness's "keep everything" (it is at its defaults).
-        extra_env={"ASSETQ_MODEL_TTL_S": str(Settings.model_fields["model_ttl_s"].default)},
+        extra_env={"ASSETQ_MODEL_TTL_S": str(Settings.model_fields["model_ttl_s"].default), **threads_env},
     ).start()
     results: list[SetResult] = []
     whole_run_rss = 0.0
@@ -147,6 +157,7 @@ def section(run: Run, state: State) -> None:
             naive.warm(distinct[0])
             warm = _assets(distinct, f"warm-{face_set.name}")
             one.run(warm, tasks)
+            one_call.run(warm, tasks)
             pool.run(warm, tasks)
             deployment.run(producer, warm, tasks)
             fidelity = face_set.name == "12mp"
@@ -162,6 +173,7 @@ def section(run: Run, state: State) -> None:
                 result.keep("naive", naive.run(paths)[0])
                 wall, fast_out = one.run(assets, tasks)
                 result.keep("inprocess", wall)
+                result.keep("one_call", one_call.run(assets, tasks)[0])
                 result.keep("processes", pool.run(assets, tasks)[0])
                 if fidelity:
                     wall, full_out = full.run(assets, tasks)
@@ -182,22 +194,27 @@ def section(run: Run, state: State) -> None:
             if fidelity:
                 result.full_size_agreement, result.full_size_min_cosine = _agreement(peer_out, full_out)
             result.decode_ms = decode_cpu_ms(distinct, tasks, env.source_model_dir)
-            result.session_ms = _session_ms(one_settings, build_recorded_runtime, InProcess, assets, tasks)
+            # The session work at one core per call, uncontended, spread over the cores the recommendation uses.
+            alone = settings.model_copy(update={"concurrency": 1, "inference_threads": 1, "intra_op_threads": 1})
+            result.session_ms = _session_ms(alone, build_recorded_runtime, InProcess, assets, tasks) / shape.threads
             results.append(result)
         assert deployment.worker is not None and deployment.worker.proc is not None
         assert isinstance(pool.runtime, ProcessPool) and isinstance(full.runtime, ProcessPool)
         memory = {
             "peer-style baseline (1 process, 2 request threads)": peer.run(sets["previews"][:1])[2],
-            f"assetq worker (1 pool process x {shape.threads} threads + main)": _peak(
+            f"assetq worker (1 pool process, {shape.threads} inference threads + main)": _peak(
                 [deployment.worker.proc.pid, *deployment.worker_pids()]
             ),
-            f"`assetq run --concurrency 1`, whole command (1 process x {shape.threads} threads)": whole_run_rss,
+            f"`assetq run --concurrency 1`, whole command ({shape.threads} inference threads)": whole_run_rss,
             f"assetq run pool ({shape.processes} processes x 1 thread)": _peak(pool.runtime.pids),
-            f"assetq run pool (1 process x {shape.threads} threads, ASSETQ_DETAIL_SIDE=0)": _peak(full.runtime.pids),
+            f"assetq run pool (1 process, {shape.threads} inference threads, ASSETQ_DETAIL_SIDE=0)": _peak(
+                full.runtime.pids
+            ),
         }
     finally:
         peer.close()
         one.close()
+        one_call.close()
         pool.close()
         full.close()
         deployment.stop()
@@ -219,7 +236,7 @@ def _agreement(peer_out: list[Any], fast_out: list[dict[str, Any]]) -> tuple[str
 def _session_ms(
     settings: Any, build: Any, inprocess_cls: Any, assets: list[dict[str, Any]], tasks: dict[str, Any]
 ) -> float:
-    """The recommended process's session.run time per image over the set (its wall time inside onnxruntime)."""
+    """The session.run time per image over the set of a process at ``settings`` (wall time inside onnxruntime)."""
     from benchmarks.roofline import SessionRecorder
 
     recorder = SessionRecorder()

@@ -36,7 +36,7 @@ class SetResult:
     whole_images: int = 0
     agreement: str = ""
     min_cosine: float = float("nan")
-    session_ms: float = float("nan")  # per image: the recommended process's wall time inside session.run
+    session_ms: float = float("nan")  # per image: session.run time at one thread, alone, over the cores
     decode_ms: float = float("nan")  # per image: CPU time of the pipeline's decode, alone on one thread
     full_size_agreement: str = ""  # the recommendation at ASSETQ_DETAIL_SIDE=0 (12 MP set only)
     full_size_min_cosine: float = float("nan")
@@ -59,9 +59,11 @@ def report(run: Run, shape: FacesShape, results: list[SetResult], memory: dict[s
         f"Job: facial-recognition, buffalo_s, detection minScore {MIN_SCORE}. Peer-style baseline: Immich ML's "
         "design (1 process, 2 request threads sharing one session per model at 2 intra-op threads, whole-image "
         "decode, per image detection then that image's faces as one batch). assetq at the README's CPU "
-        f"recommendation for this job: one process, {shape.threads} onnxruntime threads, chunks of 16, batches "
-        f"auto (1 detector canvas, 8 faces); beside it {shape.processes} processes x 1 thread. Images/s, best of "
-        "the interleaved rounds; ratios against the peer-style baseline of the same run."
+        f"recommendation for this job (the defaults): one process, {shape.threads} inference threads sharing its "
+        "sessions, each call on one onnxruntime thread, chunks of 16, batches auto (1 detector canvas, 8 faces); "
+        f"beside it one session call at a time on {shape.threads} threads (0.5.0's recommendation) and "
+        f"{shape.processes} processes x 1 thread. Images/s, best of the interleaved rounds; ratios against the "
+        "peer-style baseline of the same run."
     )
     rows = [
         [
@@ -70,20 +72,22 @@ def report(run: Run, shape: FacesShape, results: list[SetResult], memory: dict[s
             r.per_s("peer"),
             _versus(r, "naive"),
             _versus(r, "inprocess"),
+            _versus(r, "one_call"),
             _versus(r, "processes"),
             _versus(r, "distributed"),
         ]
         for r in results
     ]
     run.say("\nSteady state (warm; the clock runs from the first image to the last result):\n")
-    headers = ["image set", "images", "peer-style", "naive", f"assetq run path, 1 x {shape.threads} threads"]
-    headers += [f"{shape.processes} processes x 1 thread", "distributed (submit -> results)"]
+    headers = ["image set", "images", "peer-style", "naive", f"assetq run path, {shape.threads} inference threads"]
+    headers += [f"one call at a time x {shape.threads} threads", f"{shape.processes} processes x 1 thread"]
+    headers += ["distributed (submit -> results)"]
     run.say(table(headers, rows))
     for r in results:
         if "full_size" in r.best_s:
             run.say(
-                f"\n{r.face_set.label} with `ASSETQ_DETAIL_SIDE=0` (faces aligned from full-size pixels), 1 process x "
-                f"{shape.threads} threads: {_versus(r, 'full_size')}; outputs vs peer-style: {r.full_size_agreement}, "
+                f"\n{r.face_set.label} with `ASSETQ_DETAIL_SIDE=0` (faces aligned from full-size pixels), the "
+                f"recommendation: {_versus(r, 'full_size')}; outputs vs peer-style: {r.full_size_agreement}, "
                 f"min cosine {r.full_size_min_cosine:.4f} (default: {r.min_cosine:.4f})"
             )
     rows = [[r.face_set.label, r.whole_images, _versus(r, "whole_run"), _versus(r, "whole_submit")] for r in results]
@@ -127,10 +131,11 @@ def _ceiling(run: Run, shape: FacesShape, results: list[SetResult]) -> None:
             ]
         )
     run.say(
-        "\nSession-time ceiling: the recommended process's time inside session.run per image (what assetq would "
-        "reach if everything outside session.run were free). Decoding is work no scheduler removes: its CPU time "
-        f"per image (measured alone, one thread), spread over the {shape.threads} cores, gives the second "
-        "ceiling.\n"
+        "\nSession-time ceiling: the job's time inside session.run per image with every call on one onnxruntime "
+        f"thread and nothing beside it, spread over the {shape.threads} cores (what assetq would reach if "
+        "everything outside session.run were free and the cores ran calls side by side at one thread's speed). "
+        "Decoding is work no scheduler removes: its CPU time per image (measured alone, one thread), spread "
+        f"over the {shape.threads} cores, gives the second ceiling.\n"
     )
     headers = ["image set", "ceiling ms/image", "assetq run ms/image", "of the ceiling", "decode CPU ms/image"]
     headers += ["of ceiling + decode", "peer ms/image", "most any ratio vs peer can be: session / + decode"]

@@ -1,8 +1,8 @@
-"""Section "variants": the CPU settings on 2 cores, one session with 2 threads vs two chunks in flight.
+"""Section "variants": the CPU settings on 2 cores: one session call at a time on 2 threads, two calls at
+once on shared sessions (inference threads), and two chunks in flight.
 
 "Two in flight" is two processes, in-process (``assetq run --concurrency 2``)
-and as a worker's pool (threads in one process share the GIL for the Python
-parts of every step). Every configuration gets the same chunks: the photo
+and as a worker's pool. Every configuration gets the same chunks: the photo
 set in 4 chunks, so two processes have work to share.
 """
 
@@ -25,11 +25,14 @@ def section(run: Run, state: State) -> None:
     tasks = run.env.tasks()
     assets = file_assets(photos)
     chunk = max(1, len(assets) // 4)
-    configs = {
-        "in-process, intra_op_threads=2": {"intra_op_threads": 2},
-        "in-process, intra_op_threads=1": {"intra_op_threads": 1},
+    configs: dict[str, dict[str, int]] = {
+        "in-process, one call at a time, intra_op_threads=2": {"inference_threads": 1, "intra_op_threads": 2},
+        "in-process, one call at a time, intra_op_threads=1": {"inference_threads": 1, "intra_op_threads": 1},
+        # The defaults on 2 cores: two calls at once on the shared sessions.
+        "in-process, 2 inference threads x intra_op_threads=1": {"inference_threads": 2, "intra_op_threads": 1},
         # The GPU's batches on the CPU: what the CPU's auto batches (1 canvas, 8 faces) are measured against.
-        "in-process, intra_op_threads=2, detection / face batches 8 / 32": {
+        "in-process, one call at a time, intra_op_threads=2, detection / face batches 8 / 32": {
+            "inference_threads": 1,
             "intra_op_threads": 2,
             "detection_batch_size": 8,
             "face_batch_size": 32,

@@ -8,6 +8,7 @@ derived from these in ``worker/app.py`` so the two never disagree.
 from __future__ import annotations
 
 import dataclasses
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -97,7 +98,20 @@ class Settings(BaseSettings):
 
     # --- device and runtime --------------------------------------------------
     device: str = Field("cpu", description="'cpu' or a CUDA device index; workers set it from --device.")
-    intra_op_threads: int = Field(0, description="onnxruntime intra-op threads (0 = onnxruntime's default).")
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="onnxruntime intra-op threads per session call (0 = auto: 1 when a process runs several "
+        "inference threads, else onnxruntime's default, every core).",
+    )
+    inference_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads of one worker process that run a chunk's waves at once on its shared sessions "
+        "(0 = auto: on the CPU one per core of the process's share, the cores divided by the pool's processes "
+        "and by ASSETQ_INTRA_OP_THREADS when set; on a GPU 1). One session call on one core each ran the faces "
+        "job 1.1-1.2x faster than one call at a time on every core, in about 100 MiB more.",
+    )
     inter_op_threads: int = Field(1, description="onnxruntime inter-op threads.")
     gpu_mem_limit_mb: int = Field(0, description="CUDA arena limit per session (0 = unlimited).")
     cuda_arena_extend_strategy: str = Field("kSameAsRequested", description="CUDA arena growth strategy.")
@@ -275,6 +289,36 @@ def batch_size_for(name: str, value: int, device: str = "cpu") -> int:
     if value == 0 and name in AUTO_BATCH:
         return AUTO_BATCH[name]["cpu" if device == "cpu" else "gpu"]
     return value
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity: a container's cpuset, ``taskset``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def process_threads(
+    inference_threads: int, intra_op_threads: int, concurrency: int = 1, device: str = "cpu"
+) -> tuple[int, int]:
+    """(inference threads, onnxruntime intra-op threads) of one worker process, each 0 ("auto") resolved.
+
+    On the CPU a process's share of the cores (all of them over ``concurrency`` processes) is run as
+    that many inference threads of one intra-op thread each, unless either is set: a set intra-op
+    count divides the share, a set inference count gets the share divided among its threads. An
+    intra-op count of 0 is left to onnxruntime (every core) only where one thread runs inference.
+    Several processes get their share as intra-op threads, not onnxruntime's every core each.
+    A GPU runs one session call at a time anyway: one inference thread.
+    """
+    cores = cpu_cores()
+    share = max(1, cores // max(1, concurrency))
+    if device != "cpu":
+        return max(1, inference_threads or 1), intra_op_threads
+    lanes = inference_threads or max(1, share // max(1, intra_op_threads))
+    if intra_op_threads or (lanes == 1 and share == cores):
+        return lanes, intra_op_threads
+    return lanes, max(1, share // lanes)
 
 
 # The dataclass-field metadata key naming the setting a field mirrors.

@@ -45,6 +45,10 @@ def launch(
 
     if devices:
         return _launch_many(parse_devices(devices), concurrency, pool, loglevel, queues, extra)
+    if concurrency:
+        # The pool children read it too: each process's inference threads are its share of the cores.
+        os.environ["ASSETQ_CONCURRENCY"] = str(concurrency)
+        get_settings.cache_clear()
     settings = get_settings()
     dev = parse_device(device or settings.device)
     place = placement(dev, settings.queue, settings.gpu_queue)
