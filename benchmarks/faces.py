@@ -6,8 +6,8 @@ photos and 12 MP originals. On each, in the same run and interleaved round by ro
 * the peer-style baseline (``benchmarks/peer.py``: Immich ML's design, in a process of its own);
 * the naive baseline (``benchmarks/naive.py``), a second reference;
 * ``assetq run``'s path, warm (steady state), at the README's CPU recommendation for this job
-  (the defaults: one process, an inference thread per core, each session call on one core), and
-  beside it one session call at a time over every core (0.5.0's recommendation) and a process per core;
+  (one process, an inference thread per core, each session call on one core), and
+  beside it one session call at a time over every core (the default) and a process per core;
 * assetq distributed: a real redis-server and one ``assetq worker`` at that recommendation
   (``--concurrency 1``), Producer API;
 * the whole commands: ``assetq run <folder> --concurrency 1`` and ``assetq submit <folder> --wait``
@@ -109,19 +109,19 @@ def section(run: Run, state: State) -> None:
     assetq = str(Path(sys.executable).with_name("assetq"))
     shape = faces_shape(run)
     # What users run: every installed pack in the model directory (the worker loads only what jobs need),
-    # the recommendation's threads named (the defaults on a machine of shape.threads cores).
+    # with the recommendation's threads.
     threads_env = {"ASSETQ_INFERENCE_THREADS": str(shape.threads), "ASSETQ_INTRA_OP_THREADS": "1"}
     user_env = {"ASSETQ_MODEL_DIR": str(env.source_model_dir), **threads_env}
 
     progress("faces: starting the peer-style service, the naive runner, assetq's runtimes and a worker")
     peer = PeerProcess(env.model_dir, tasks)
     settings = run.settings(model_dir=env.source_model_dir, chunk_size=16)
-    # The recommendation (the defaults): one process, a session call on each core at once (inference threads).
+    # The recommendation for this job: one process, a session call on each core at once (inference threads).
     one_settings = settings.model_copy(
         update={"concurrency": 1, "inference_threads": shape.threads, "intra_op_threads": 1}
     )
     one = InProcess(one_settings, build_recorded_runtime(one_settings))
-    # 0.5.0's recommendation: one process, one session call at a time spread over every core.
+    # The default: one process, one session call at a time spread over every core.
     call_settings = settings.model_copy(
         update={"concurrency": 1, "inference_threads": 1, "intra_op_threads": shape.threads}
     )

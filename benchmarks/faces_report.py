@@ -59,9 +59,9 @@ def report(run: Run, shape: FacesShape, results: list[SetResult], memory: dict[s
         f"Job: facial-recognition, buffalo_s, detection minScore {MIN_SCORE}. Peer-style baseline: Immich ML's "
         "design (1 process, 2 request threads sharing one session per model at 2 intra-op threads, whole-image "
         "decode, per image detection then that image's faces as one batch). assetq at the README's CPU "
-        f"recommendation for this job (the defaults): one process, {shape.threads} inference threads sharing its "
-        "sessions, each call on one onnxruntime thread, chunks of 16, batches auto (1 detector canvas, 8 faces); "
-        f"beside it one session call at a time on {shape.threads} threads (0.5.0's recommendation) and "
+        f"recommendation for this job: one process, {shape.threads} inference threads (`ASSETQ_INFERENCE_THREADS`) "
+        "sharing its sessions, each call on one onnxruntime thread, chunks of 16, batches auto (1 detector canvas, 8 faces); "
+        f"beside it one session call at a time on {shape.threads} threads (the default) and "
         f"{shape.processes} processes x 1 thread. Images/s, best of the interleaved rounds; ratios against the "
         "peer-style baseline of the same run."
     )

@@ -101,16 +101,16 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         0,
         ge=0,
-        description="onnxruntime intra-op threads per session call (0 = auto: 1 when a process runs several "
-        "inference threads, else onnxruntime's default, every core).",
+        description="onnxruntime intra-op threads per session call (0 = auto: the process's share of the cores "
+        "over its inference threads; one process with one inference thread: onnxruntime's default, every core).",
     )
     inference_threads: int = Field(
-        0,
+        1,
         ge=0,
-        description="Threads of one worker process that run a chunk's waves at once on its shared sessions "
-        "(0 = auto: on the CPU one per core of the process's share, the cores divided by the pool's processes "
-        "and by ASSETQ_INTRA_OP_THREADS when set; on a GPU 1). One session call on one core each ran the faces "
-        "job 1.1-1.2x faster than one call at a time on every core, in about 100 MiB more.",
+        description="Threads of one worker process that run a chunk's waves at once on its shared sessions, each "
+        "call on one onnxruntime thread (0 = auto: on the CPU one per core of the process's share, on a GPU 1). "
+        "For jobs of per-image models (faces) set it to the cores: 1.07-1.11x one call at a time on every core. "
+        "Not for the full job: CLIP's 16-image wave fills a chunk, so one thread would run it on one core (0.62x).",
     )
     inter_op_threads: int = Field(1, description="onnxruntime inter-op threads.")
     gpu_mem_limit_mb: int = Field(0, description="CUDA arena limit per session (0 = unlimited).")

@@ -6,6 +6,7 @@ are in flight together (it breaks, failing the test, unless every lane is inside
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 import pytest
 
 from config.settings import Settings, process_threads
+from tests.test_pipeline import TASKS, FakeDetector, FakeRecognizer, fake_factory, png
 from worker.models.base import RuntimeOptions, StepKey
 from worker.models.cache import ModelCache
 from worker.models.registry import register
@@ -23,7 +25,6 @@ from worker.pipeline.fetch import Fetcher
 from worker.pipeline.image import DecodedImage
 from worker.pipeline.lanes import Lanes
 from worker.pipeline.run import Limits, Pipeline
-from tests.test_pipeline import TASKS, FakeDetector, FakeRecognizer, fake_factory, png
 
 BARRIER: list[threading.Barrier] = []  # each thread's first detector call waits here for the others
 THREADS: set[str] = set()
@@ -44,10 +45,8 @@ class TogetherDetector(FakeDetector):
         first = name not in THREADS
         THREADS.add(name)
         if BARRIER and first:  # each thread's first call waits until every lane is inside one
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):  # the assertions see the lanes never met
                 BARRIER[0].wait(timeout=10)
-            except threading.BrokenBarrierError:
-                pass  # the assertions below see that the lanes never met
         if FAIL_ON and any(str(img.width) in FAIL_ON for img in images):
             raise TransientError("the store went away")
         return super().run_chunk(images, upstream, options, max_batch=max_batch)
@@ -163,7 +162,8 @@ def test_a_process_share_of_the_cores_runs_as_inference_threads_of_one_intra_op_
     assert process_threads(1, 0) == (1, 0)  # one thread at a time on every core: onnxruntime's default
     assert process_threads(0, 0, concurrency=8) == (1, 1)  # a process per core
     assert process_threads(0, 0, device="0") == (1, 0)  # a GPU runs one call at a time
-    s = Settings(_env_file=None, concurrency=2)
+    assert Settings(_env_file=None).inference_threads == 1  # the default: one call at a time
+    s = Settings(_env_file=None, concurrency=2, inference_threads=0)
     assert Limits.from_settings(s).inference_threads == 4
     assert RuntimeOptions.from_settings(s).intra_op_threads == 1
     assert Limits(device="0").lanes == 1 and Limits(inference_threads=3).lanes == 3
@@ -179,6 +179,7 @@ def test_a_workers_pool_size_reaches_its_children_so_each_gets_its_share(monkeyp
     from worker.launch import launch
 
     monkeypatch.setattr(os, "environ", dict(os.environ))  # launch pins the process: keep that in the test
+    os.environ["ASSETQ_INFERENCE_THREADS"] = "0"
     monkeypatch.setattr(settings_module, "cpu_cores", lambda: 8)
     argv: list[list[str]] = []
     monkeypatch.setattr(app, "worker_main", argv.append)
