@@ -33,6 +33,7 @@ FAIL_ON: list[str] = []  # a detector call whose image is this wide raises
 
 class TogetherDetector(FakeDetector):
     batch_setting: ClassVar[str | None] = "detection_batch_size"  # images per call, like the real detectors
+
     def run_chunk(
         self,
         images: Sequence[DecodedImage],

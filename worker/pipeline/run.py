@@ -36,7 +36,8 @@ DECODE_THREADS = 2
 # Decoded pixels a wave of a lone inference thread gathers before its steps run (beyond its minimum,
 # the batch of images a step takes): a chunk of small photos runs as one wave, 1440 px previews in
 # waves of ~6, 12 MP originals decoded at full size in waves of 2. 8 Mpx waves were ~7% slower on
-# previews; 16 Mpx ones as fast as a whole chunk, with 30-70 MiB less held per process (and 876 -> 487 MiB at ASSETQ_DETAIL_SIDE=0).
+# previews; 16 Mpx ones as fast as a whole chunk, with 30-70 MiB less held per process (and
+# 876 -> 487 MiB at ASSETQ_DETAIL_SIDE=0).
 WAVE_PIXELS = 16_000_000
 
 
