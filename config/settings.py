@@ -321,6 +321,11 @@ def process_threads(
     return lanes, max(1, share // lanes)
 
 
+def threads_of(settings: Settings) -> tuple[int, int]:
+    """``process_threads`` for a worker process at ``settings``."""
+    return process_threads(settings.inference_threads, settings.intra_op_threads, settings.concurrency, settings.device)
+
+
 # The dataclass-field metadata key naming the setting a field mirrors.
 MIRRORED_SETTING = "assetq_setting"
 

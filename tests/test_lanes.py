@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,7 +17,7 @@ import pytest
 
 from config.settings import Settings, process_threads
 from tests.test_pipeline import TASKS, FakeDetector, FakeRecognizer, fake_factory, png
-from worker.models.base import RuntimeOptions, StepKey
+from worker.models.base import RuntimeOptions
 from worker.models.cache import ModelCache
 from worker.models.registry import register
 from worker.pipeline.errors import TransientError
@@ -34,14 +34,7 @@ FAIL_ON: list[str] = []  # a detector call whose image is this wide raises
 class TogetherDetector(FakeDetector):
     batch_setting: ClassVar[str | None] = "detection_batch_size"  # images per call, like the real detectors
 
-    def run_chunk(
-        self,
-        images: Sequence[DecodedImage],
-        upstream: Mapping[StepKey, Sequence[Any]],
-        options: Mapping[str, Any],
-        *,
-        max_batch: int | None = None,
-    ) -> list[Any]:
+    def run_chunk(self, images: Sequence[DecodedImage], *args: Any, **kwargs: Any) -> list[Any]:
         name = threading.current_thread().name
         first = name not in THREADS
         THREADS.add(name)
@@ -50,7 +43,7 @@ class TogetherDetector(FakeDetector):
                 BARRIER[0].wait(timeout=10)
         if FAIL_ON and any(str(img.width) in FAIL_ON for img in images):
             raise TransientError("the store went away")
-        return super().run_chunk(images, upstream, options, max_batch=max_batch)
+        return super().run_chunk(images, *args, **kwargs)
 
 
 class FacesRecognizer(FakeRecognizer):

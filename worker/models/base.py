@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from config.settings import Settings, batch_size_for, default_of, from_settings, mirrored, process_threads
+from config.settings import Settings, batch_size_for, default_of, from_settings, mirrored, threads_of
 from contract.names import ModelType, Task
 from worker.pipeline.graph import Step, StepKey
 from worker.pipeline.image import DecodedImage
@@ -75,10 +75,7 @@ class RuntimeOptions:
     @classmethod
     def from_settings(cls, settings: Settings) -> RuntimeOptions:
         """The settings' values, with ``intra_op_threads`` resolved beside the process's inference threads."""
-        _, intra = process_threads(
-            settings.inference_threads, settings.intra_op_threads, settings.concurrency, settings.device
-        )
-        return from_settings(cls, settings, intra_op_threads=intra)
+        return from_settings(cls, settings, intra_op_threads=threads_of(settings)[1])
 
 
 SessionFactory = Callable[[Path, RuntimeOptions, bool], Session]

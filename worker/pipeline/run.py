@@ -13,7 +13,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings, batch_size_for, from_settings, mirrored, process_threads
+from config.settings import Settings, batch_size_for, from_settings, mirrored, process_threads, threads_of
 from contract.spec import SpecError, parse_tasks
 from worker.models.base import FULL_SIZE, InferenceModel
 from worker.models.cache import ModelCache
@@ -63,10 +63,7 @@ class Limits:
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         """The settings' values, ``inference_threads`` resolved for this process (its pool's share of the cores)."""
-        lanes, _ = process_threads(
-            settings.inference_threads, settings.intra_op_threads, settings.concurrency, settings.device
-        )
-        return from_settings(cls, settings, inference_threads=lanes)
+        return from_settings(cls, settings, inference_threads=threads_of(settings)[0])
 
     @property
     def lanes(self) -> int:
