@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.replay import CallRecorder
 from benchmarks.roofline import SessionRecorder
 from config.settings import Settings
 from worker.local_processes import ProcessPool
@@ -14,7 +15,7 @@ from worker.pipeline.run import Pipeline
 from worker.runtime import Engine, limits, runtime_options
 
 
-def build_recorded_runtime(settings: Settings, recorder: SessionRecorder | None = None) -> Engine:
+def build_recorded_runtime(settings: Settings, recorder: SessionRecorder | CallRecorder | None = None) -> Engine:
     """``worker.runtime.build_engine(settings, local_paths_ok=True)``, with sessions wrapped by ``recorder``.
 
     The recorder adds one dictionary update per session call (microseconds);

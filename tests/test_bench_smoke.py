@@ -94,6 +94,40 @@ def test_recorder_counts_calls_and_items(model_dir: Path) -> None:
     assert log.calls == 0 and not log.items  # cleared in place: the session keeps writing here
 
 
+def test_replay_runs_the_kept_calls_again_from_several_threads(model_dir: Path) -> None:
+    """The side-by-side ceiling's recorder keeps copies of the calls it passes, and replays them all."""
+    from benchmarks.replay import CallRecorder, replay
+    from worker.models.base import RuntimeOptions
+
+    recorder = CallRecorder()
+    path = model_dir / "facial-recognition" / "buffalo_s" / "recognition" / "model.onnx"
+    session = recorder.factory(path, RuntimeOptions(intra_op_threads=1), True)
+    name = session.get_inputs()[0].name
+    x = np.zeros((2, 3, 112, 112), np.float32)
+    session.run(None, {name: x})  # not kept: the recorder is not keeping yet
+    recorder.keeping = True
+    session.run(None, {name: x})
+    x[:] = 1.0  # the caller reuses its buffer: the kept call has its own copy
+    session.run(None, {name: x})
+    recorder.keeping = False
+    assert len(recorder.calls) == 2
+    assert float(recorder.calls[0].feed[name].max()) == 0.0 and float(recorder.calls[1].feed[name].min()) == 1.0
+    counted: list[int] = []
+
+    class Counting:  # counts the calls the replay makes, passing them through
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def run(self, names: Any, feed: Any) -> Any:
+            counted.append(1)
+            return self.inner.run(names, feed)
+
+    for call in recorder.calls:
+        call.session = Counting(call.session)
+    assert replay(recorder.calls, threads=2, repeats=3) > 0
+    assert len(counted) == 2 + 2 * 3  # one warm pass, then every call of every repeat
+
+
 def test_batching_gain_runs_through_the_pipeline(bench: tuple[BenchEnv, list[Path]]) -> None:
     from benchmarks.inprocess import build_recorded_runtime
     from worker.pipeline.image import decode_image
