@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -97,7 +97,7 @@ def test_recorder_counts_calls_and_items(model_dir: Path) -> None:
 def test_replay_runs_the_kept_calls_again_from_several_threads(model_dir: Path) -> None:
     """The side-by-side ceiling's recorder keeps copies of the calls it passes, and replays them all."""
     from benchmarks.replay import CallRecorder, replay
-    from worker.models.base import RuntimeOptions
+    from worker.models.base import RuntimeOptions, Session
 
     recorder = CallRecorder()
     path = model_dir / "facial-recognition" / "buffalo_s" / "recognition" / "model.onnx"
@@ -123,7 +123,7 @@ def test_replay_runs_the_kept_calls_again_from_several_threads(model_dir: Path) 
             return self.inner.run(names, feed)
 
     for call in recorder.calls:
-        call.session = Counting(call.session)
+        call.session = cast(Session, Counting(call.session))
     assert replay(recorder.calls, threads=2, repeats=3) > 0
     assert len(counted) == 2 + 2 * 3  # one warm pass, then every call of every repeat
 
