@@ -147,14 +147,16 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         50_000_000, le=178_956_970, description="Refuse images larger than this many pixels (decompression bombs)."
     )
-    # Immich runs its models on 1440 px previews, so this matches its quality on what Immich sends.
+    # 0: faces are aligned from the pixels Immich ML aligns them from (a full-size decode), so embeddings
+    # match its own on camera originals too; a full-size 12 MP JPEG decodes in 25 ms (worker/pipeline/jpeg.py).
     detail_side: int = Field(
-        1440,
+        0,
         ge=0,
-        description="Short side a JPEG keeps when decoded for steps that read fine detail (face alignment, "
-        "text lines): a larger one is DCT-scaled down to no less than this. 0 = always full size: face "
-        "embeddings of big originals then match a full-size decode exactly, at the decode time and memory "
-        "of full-size pixels (README, Performance).",
+        description="Short side a JPEG keeps when decoded for steps that read fine detail (face alignment, text "
+        "lines); 0 = full size (the default: face embeddings of big originals match a full-size "
+        "decode, as Immich ML's). A value such as 1440 DCT-scales larger JPEGs down to no less than it: less "
+        "decode time and memory, embeddings of 12 MP originals within cosine 0.98 of a full-size decode "
+        "(README, Performance).",
     )
     max_image_side: int = Field(65_535, ge=1, description="Refuse images whose longer side exceeds this (long strips).")
     max_image_bytes: int = Field(200 * 1024 * 1024, description="Refuse encoded files larger than this.")

@@ -138,3 +138,26 @@ def test_missing_pack_is_reported(tmp_path: Path) -> None:
     assert classifier.model_path == tmp_path / "clip" / "nope" / "textual" / "model.onnx"
     with pytest.raises(ModelNotInstalled, match="clip/nope/textual"):
         classifier.load()
+
+
+def test_a_full_size_decode_is_area_shrunk_to_what_a_dct_scaled_one_would_be() -> None:
+    """CLIP handed a full-size 12 MP decode (faces aligned from full size) resizes from about what a
+    decode DCT-scaled for CLIP alone would give it; an image under twice its side is left as it is."""
+    import io
+
+    from PIL import Image
+
+    from tests import hostile
+    from worker.models.clip_visual import DECODE_SIDE, shrunk
+    from worker.pipeline.image import decode_image
+
+    small = hostile.noise(2 * DECODE_SIDE - 1, 1200)
+    assert shrunk(small) is small
+    big = np.tile(hostile.noise(375, 500), (8, 8, 1))  # 3000 x 4000
+    data = hostile.jpeg(big, quality=90)
+    full = decode_image(data, 50_000_000).pixels
+    quarter = decode_image(data, 50_000_000, DECODE_SIDE).pixels  # the DCT at 1/4
+    area = shrunk(full)
+    assert area.shape == quarter.shape == (750, 1000, 3)
+    assert Image.open(io.BytesIO(data)).size == (4000, 3000)
+    assert np.abs(area.astype(np.int16) - quarter).mean() < 4

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 
 from contract.names import ModelType, Task
@@ -22,6 +23,7 @@ from worker.models.clip_preprocess import PreprocessConfig, normalise_batch, res
 from worker.models.outputs import vector_json
 from worker.pipeline.graph import Step
 from worker.pipeline.image import DecodedImage
+from worker.pipeline.jpeg import draft_scale
 
 # Short side a chunk is decoded at for CLIP: towers crop 224 px, and 448 leaves room for 336/384 px exports.
 DECODE_SIDE = 448
@@ -127,4 +129,18 @@ class ClipVisual(InferenceModel):
 
 def _crop(image: DecodedImage, cfg: PreprocessConfig) -> np.ndarray:
     """The image resized and centre-cropped for ``cfg``, made once per image (see ``DecodedImage.derive``)."""
-    return image.derive(("clip.visual", cfg), lambda pixels: resize_and_crop(pixels, cfg))
+    return image.derive(("clip.visual", cfg), lambda pixels: resize_and_crop(shrunk(pixels), cfg))
+
+
+def shrunk(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` area-averaged down by the power of two a JPEG decode DCT-scaled to ``DECODE_SIDE`` would use.
+
+    A chunk whose faces are aligned from full-size pixels hands CLIP a full-size 12 MP image: Pillow's
+    bicubic resize from it took 134 ms, against 8.6 ms from the quarter-size image the DCT would have
+    given CLIP alone, and this box average costs ~7 ms. Smaller images are left exactly as they are.
+    """
+    height, width = pixels.shape[:2]
+    scale = draft_scale(width, height, DECODE_SIDE)
+    if scale == 1:
+        return pixels
+    return cv2.resize(pixels, (-(-width // scale), -(-height // scale)), interpolation=cv2.INTER_AREA)

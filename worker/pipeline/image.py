@@ -31,6 +31,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from worker.pipeline import jpeg
 from worker.pipeline.errors import AssetError, TransientError
 
 T = TypeVar("T")
@@ -134,19 +135,20 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 0, *, max_side: i
             width, height = img.size
             _check_size(width, height, max_pixels, max_side)
             orientation = _exif_orientation(img)
-            if min_side > 0 and img.format == "JPEG":
-                short = min(width, height)
-                if short >= 2 * min_side:
-                    img.draft("RGB", (max(1, width * min_side // short), max(1, height * min_side // short)))
-            img.load()  # the frame Image.open positioned on: the first one
-            # Convert, then orient, then copy out, dropping each stage as the next is made:
-            # at most two full-size images are alive at once.
-            rgb = _to_rgb(img)
-            del img
-            if orientation in _TRANSPOSE:
-                rgb = rgb.transpose(_TRANSPOSE[orientation])
-            arr = _to_array(rgb)
-            del rgb
+            arr = _decode_jpeg(img, data, min_side, orientation) if img.format in ("JPEG", "MPO") else None
+            if arr is None:  # any other format, or a JPEG the fast path leaves to Pillow
+                request = jpeg.draft_request(width, height, min_side) if img.format in ("JPEG", "MPO") else None
+                if request is not None:
+                    img.draft("RGB", request)
+                img.load()  # the frame Image.open positioned on: the first one
+                # Convert, then orient, then copy out, dropping each stage as the next is made:
+                # at most two full-size images are alive at once.
+                rgb = _to_rgb(img)
+                del img
+                if orientation in _TRANSPOSE:
+                    rgb = rgb.transpose(_TRANSPOSE[orientation])
+                arr = _to_array(rgb)
+                del rgb
     except AssetError:
         raise
     except Image.DecompressionBombError as e:  # Pillow's own cap, 2 x Image.MAX_IMAGE_PIXELS
@@ -163,6 +165,16 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 0, *, max_side: i
         width, height = height, width
     arr.setflags(write=False)
     return DecodedImage(pixels=arr, width=width, height=height)
+
+
+def _decode_jpeg(img: Image.Image, data: bytes, min_side: int, orientation: int) -> np.ndarray | None:
+    """A JPEG's upright pixels by libjpeg-turbo straight into the array (``worker.pipeline.jpeg``), or
+    ``None`` for Pillow to decode. The same DCT scale as Pillow's draft, the same pixels."""
+    if img.mode not in jpeg.FAST_MODES:
+        return None
+    width, height = img.size
+    stored = jpeg.decode_rgb(data, width, height, jpeg.draft_scale(width, height, min_side))
+    return None if stored is None else jpeg.orient(stored, orientation)
 
 
 def _silence_pillow_warnings() -> None:
