@@ -32,7 +32,7 @@ from typing import Any
 
 from benchmarks.common import Run, State, progress
 from benchmarks.face_sets import FACE_SETS, cycled, distinct_photos, folder
-from benchmarks.faces_report import MIN_SCORE, SetResult, faces_shape, report
+from benchmarks.faces_report import MIN_SCORE, SCALED_SIDE, SetResult, faces_shape, report
 from benchmarks.peer import PeerProcess, peak_rss_mb
 
 STEADY_IMAGES = 120
@@ -129,9 +129,9 @@ def section(run: Run, state: State) -> None:
     # The alternative: a process per core, one thread each.
     pool_settings = settings.model_copy(update={"concurrency": shape.processes, "intra_op_threads": 1})
     pool = InProcess(pool_settings, ProcessPool(pool_settings, tasks, shape.processes))
-    # The recommendation with ASSETQ_DETAIL_SIDE=0 on the 12 MP set: faces aligned from full-size pixels.
-    full_settings = one_settings.model_copy(update={"detail_side": 0})
-    full = InProcess(full_settings, ProcessPool(full_settings, tasks, 1))
+    # The recommendation with ASSETQ_DETAIL_SIDE=1440 on the 12 MP set: JPEGs DCT-scaled, faces aligned from those.
+    scaled_settings = one_settings.model_copy(update={"detail_side": SCALED_SIDE})
+    scaled = InProcess(scaled_settings, ProcessPool(scaled_settings, tasks, 1))
     deployment = Deployment(
         env.source_model_dir,
         roots,
@@ -162,9 +162,9 @@ def section(run: Run, state: State) -> None:
             deployment.run(producer, warm, tasks)
             fidelity = face_set.name == "12mp"
             if fidelity:
-                full.run(warm, tasks)
+                scaled.run(warm, tasks)
             peer_out: list[Any] = []
-            full_out: list[dict[str, Any]] = []
+            scaled_out: list[dict[str, Any]] = []
             fast_out: list[dict[str, Any]] = []
             for r in range(rounds):
                 progress(f"faces {face_set.name}: round {r + 1}/{rounds}")
@@ -176,8 +176,8 @@ def section(run: Run, state: State) -> None:
                 result.keep("one_call", one_call.run(assets, tasks)[0])
                 result.keep("processes", pool.run(assets, tasks)[0])
                 if fidelity:
-                    wall, full_out = full.run(assets, tasks)
-                    result.keep("full_size", wall)
+                    wall, scaled_out = scaled.run(assets, tasks)
+                    result.keep("scaled", wall)
                 result.keep("distributed", deployment.run(producer, _assets(paths, f"d{r}-{face_set.name}"), tasks)[0])
             whole = folder(distinct, face_set.whole_command_images, work / f"whole-{face_set.name}")
             result.whole_images = face_set.whole_command_images
@@ -192,17 +192,17 @@ def section(run: Run, state: State) -> None:
                 result.keep("whole_submit", _whole(cmd, deployment.env(), work / "whole-submit.log")[0])
             result.agreement, result.min_cosine = _agreement(peer_out, fast_out)
             if fidelity:
-                result.full_size_agreement, result.full_size_min_cosine = _agreement(peer_out, full_out)
+                result.scaled_agreement, result.scaled_min_cosine = _agreement(peer_out, scaled_out)
             result.decode_ms = decode_cpu_ms(distinct, tasks, env.source_model_dir)
             # The session work at one core per call, uncontended, spread over the cores the recommendation uses.
             alone = settings.model_copy(update={"concurrency": 1, "inference_threads": 1, "intra_op_threads": 1})
             result.session_ms = _session_ms(alone, build_recorded_runtime, InProcess, assets, tasks) / shape.threads
             result.side_by_side_ms = _side_by_side_ms(one_settings, distinct, tasks, shape.threads, images)
             if fidelity:
-                result.full_decode_ms = decode_cpu_ms(distinct, tasks, env.source_model_dir, detail_side=0)
+                result.scaled_decode_ms = decode_cpu_ms(distinct, tasks, env.source_model_dir, detail_side=SCALED_SIDE)
             results.append(result)
         assert deployment.worker is not None and deployment.worker.proc is not None
-        assert isinstance(pool.runtime, ProcessPool) and isinstance(full.runtime, ProcessPool)
+        assert isinstance(pool.runtime, ProcessPool) and isinstance(scaled.runtime, ProcessPool)
         memory = {
             "peer-style baseline (1 process, 2 request threads)": peer.run(sets["previews"][:1])[2],
             f"assetq worker (1 pool process, {shape.threads} inference threads + main)": _peak(
@@ -210,8 +210,8 @@ def section(run: Run, state: State) -> None:
             ),
             f"`assetq run --concurrency 1`, whole command ({shape.threads} inference threads)": whole_run_rss,
             f"assetq run pool ({shape.processes} processes x 1 thread)": _peak(pool.runtime.pids),
-            f"assetq run pool (1 process, {shape.threads} inference threads, ASSETQ_DETAIL_SIDE=0)": _peak(
-                full.runtime.pids
+            f"assetq run pool (1 process, {shape.threads} inference threads, ASSETQ_DETAIL_SIDE={SCALED_SIDE})": _peak(
+                scaled.runtime.pids
             ),
         }
     finally:
@@ -219,7 +219,7 @@ def section(run: Run, state: State) -> None:
         one.close()
         one_call.close()
         pool.close()
-        full.close()
+        scaled.close()
         deployment.stop()
     report(run, shape, results, memory, startup_floors(env.model_dir))
 
@@ -302,7 +302,7 @@ def _side_by_side_ms(settings: Any, photos: list[Path], tasks: dict[str, Any], t
 def decode_cpu_ms(paths: list[Path], tasks: dict[str, Any], model_dir: Path, detail_side: int | None = None) -> float:
     """CPU ms per image of the pipeline's decode of ``paths`` (at the side the job keeps), one thread, alone.
 
-    ``detail_side`` overrides ``ASSETQ_DETAIL_SIDE`` (0: full size, what a whole-image decode costs).
+    ``detail_side`` overrides ``ASSETQ_DETAIL_SIDE`` (0, the default: full size, what a whole-image decode costs).
     """
     from worker.models.base import RuntimeOptions
     from worker.models.cache import ModelCache
