@@ -3,7 +3,8 @@
 Same model files, same pre- and post-processing code (assetq's model classes),
 so the outputs are the same and only the execution strategy differs:
 
-* every model step decodes the file itself, at full size (no draft scaling);
+* every model step decodes the file itself, at full size (no draft scaling), with Pillow
+  (``decode_image(..., pillow_only=True)``, not assetq's libjpeg-turbo fast path);
 * one image at a time, batch size 1: faces and text lines one at a time too;
 * onnxruntime sessions with default options (no thread settings, no
   subnormal flush), created once before the clock starts (no cold starts);
@@ -59,7 +60,7 @@ class NaiveRunner:
             model = self.models[step.key]
             t0 = time.perf_counter()
             if step.key not in NO_PIXELS or image is None:
-                image = decode_image(path.read_bytes(), Limits().max_pixels)
+                image = decode_image(path.read_bytes(), Limits().max_pixels, pillow_only=True)
                 t_decoded = time.perf_counter()
                 step_ms["decode"] = step_ms.get("decode", 0.0) + (t_decoded - t0) * 1000
                 t0 = t_decoded

@@ -15,8 +15,9 @@ design; none of its code is used), at that service's CPU defaults:
 
 The pre- and post-processing are assetq's own model classes, as for the naive baseline, so
 the outputs compare face for face and only the execution differs. Decoding goes through
-``decode_image`` at full size (it applies EXIF rotation, which Immich ML does not; none of
-the benchmark's photos is rotated, so this costs the baseline nothing).
+``decode_image`` at full size by Pillow alone (``pillow_only``: Immich ML decodes with Pillow,
+not assetq's libjpeg-turbo fast path); it applies EXIF rotation, which Immich ML does not, but
+none of the benchmark's photos is rotated, so this costs the baseline nothing.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class PeerStyleService:
 
     def handle(self, path: Path) -> dict[tuple[str, str], Any]:
         """One request: decode the whole image, then each step on it alone, in dependency order."""
-        image = decode_image(path.read_bytes(), self.max_pixels)
+        image = decode_image(path.read_bytes(), self.max_pixels, pillow_only=True)
         outputs: dict[tuple[str, str], Any] = {}
         for step in self.plan:
             model = self.models[step.key]

@@ -109,3 +109,12 @@ def test_draft_scale_is_pillows(size: tuple[int, int], min_side: int, scale: int
     if request:
         img.draft("RGB", request)
     assert img.size == (-(-size[0] // scale), -(-size[1] // scale))
+
+
+def test_pillow_only_decodes_without_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmarks' baselines decode as Immich ML does: by Pillow, to the same pixels."""
+    data = hostile.exif_jpeg(6, hostile.noise(120, 160))
+    calls = _counting(monkeypatch)
+    slow = decode_image(data, 50_000_000, pillow_only=True).pixels
+    assert not calls
+    assert np.array_equal(slow, decode_image(data, 50_000_000).pixels) and calls

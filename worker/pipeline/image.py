@@ -106,7 +106,9 @@ class DecodedImage:
         return cls(pixels=rgb, width=rgb.shape[1], height=rgb.shape[0])
 
 
-def decode_image(data: bytes, max_pixels: int, min_side: int = 0, *, max_side: int = MAX_IMAGE_SIDE) -> DecodedImage:
+def decode_image(
+    data: bytes, max_pixels: int, min_side: int = 0, *, max_side: int = MAX_IMAGE_SIDE, pillow_only: bool = False
+) -> DecodedImage:
     """Decode ``data`` by content (never by file name) into an RGB ``DecodedImage``.
 
     ``max_pixels`` / ``max_side``: refuse (``too_large``) an image whose header
@@ -116,6 +118,9 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 0, *, max_side: i
     ``min_side``: when > 0, a JPEG may be decoded with DCT scaling (draft mode)
     as long as its shorter side stays >= ``min_side``; coordinates still refer
     to the original size through ``DecodedImage.scale``.
+
+    ``pillow_only``: decode JPEGs with Pillow too, not by the fast path (``worker.pipeline.jpeg``):
+    the same pixels, in Pillow's time; the benchmarks' baselines decode as Immich ML does.
 
     Transparent pixels are composited on white; 16-bit samples are scaled to
     8 bits (not clipped); CMYK uses Pillow's conversion (no ICC colour
@@ -135,7 +140,8 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 0, *, max_side: i
             width, height = img.size
             _check_size(width, height, max_pixels, max_side)
             orientation = _exif_orientation(img)
-            arr = _decode_jpeg(img, data, min_side, orientation) if img.format in ("JPEG", "MPO") else None
+            fast = img.format in ("JPEG", "MPO") and not pillow_only
+            arr = _decode_jpeg(img, data, min_side, orientation) if fast else None
             if arr is None:  # any other format, or a JPEG the fast path leaves to Pillow
                 request = jpeg.draft_request(width, height, min_side) if img.format in ("JPEG", "MPO") else None
                 if request is not None:
