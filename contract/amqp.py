@@ -20,11 +20,12 @@ Queue arguments are fixed when a queue is first declared: changing
 
 from __future__ import annotations
 
-from typing import Any
-
-from kombu import Exchange, Queue
+from typing import TYPE_CHECKING, Any
 
 from config import Settings
+
+if TYPE_CHECKING:
+    from kombu import Queue
 
 TASK_EXCHANGE = "assetq.tasks"
 DEAD_LETTER_EXCHANGE = "assetq.dlx"
@@ -55,6 +56,8 @@ def work_queue_names(settings: Settings) -> list[str]:
 
 def task_queues(settings: Settings) -> list[Queue]:
     """The work queues and the dead-letter queue, as kombu declares them."""
+    from kombu import Exchange, Queue  # here: what only reads the wire settings imports no kombu
+
     tasks = Exchange(TASK_EXCHANGE, type="topic", durable=True)
     dlx = Exchange(DEAD_LETTER_EXCHANGE, type="topic", durable=True)
     dead = dead_letter_queue(settings)

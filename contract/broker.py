@@ -9,8 +9,9 @@ hints: a message sent without one (by plain Celery, say) is still found by
 the fetch an idle worker runs every ``brpop_timeout`` (1 s), and a fetch that
 leaves messages behind pushes a token for the next worker.
 
-Producers and workers both use this transport (``broker_transport``); the
-worker's subclass adds the fetch, acks and leases. This module also reads the
+Producers and workers both use this transport (``broker_transport``, whose kombu
+channels are in ``contract.broker_transport``); the worker's subclass adds the
+fetch, acks and leases. This module also reads the
 lease state for ``assetq status`` (which chunks wait on a dead consumer).
 """
 
@@ -26,22 +27,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from kombu.transport import redis as kombu_redis
-from kombu.utils.json import dumps
 
 from config import Settings
 from contract import amqp
 from contract.connection import broker_sentinel_options, text
-from contract.keys import CONSUMERS, CONSUMERS_META, held_key, wake_key
+from contract.keys import CONSUMERS, CONSUMERS_META, held_key
 
 # Wake tokens kept per queue: enough to wake a fleet at once, bounded when nobody consumes.
 WAKE_TOKENS_MAX = 64
-# kombu's separator between a queue's name and its priority step in list names.
-PRIORITY_SEP = kombu_redis.Channel.sep
+# kombu's Redis transport's separator between a queue's name and its priority step in list names, and
+# its priority steps: stated here, not read from kombu, so that a producer submitting to Redis imports
+# no kombu (``tests/test_broker.py`` checks they are kombu's).
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
 
-# Celery's ``broker_transport`` setting, for producers (a redis:// broker, and a sentinel:// one).
-TRANSPORT = f"{__name__}:Transport"
-SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
+# Celery's ``broker_transport`` setting, for producers (a redis:// broker, and a sentinel:// one): kombu's
+# channels with a wake-up token published beside every message (``contract.broker_transport``).
+TRANSPORT = "contract.broker_transport:Transport"
+SENTINEL_TRANSPORT = "contract.broker_transport:SentinelTransport"
 
 
 def queue_of(list_key: str) -> str:
@@ -51,7 +54,7 @@ def queue_of(list_key: str) -> str:
 
 def list_for(queue: str, priority: int) -> str:
     """The kombu list a message of ``priority`` goes to (kombu's steps: 0, 3, 6, 9; the queue's own list for 0)."""
-    steps = kombu_redis.Channel.priority_steps
+    steps = PRIORITY_STEPS
     step = steps[bisect.bisect(steps, max(0, min(int(priority), 9))) - 1]
     return f"{queue}{PRIORITY_SEP}{step}" if step else queue
 
@@ -103,43 +106,6 @@ def task_message(
         },
     }
     return list_for(queue, priority), json.dumps(message)
-
-
-class WakeOnPut:
-    """Publishing a wake-up token with every message. Mixed into kombu's plain and Sentinel channels."""
-
-    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        chan: Any = self
-        pri = chan._get_message_priority(message, reverse=False)
-        list_key = chan._q_for_pri(queue, pri)
-        body = dumps(message)
-        commands: list[tuple[str, tuple[Any, ...]]] = [
-            ("lpush", (list_key, body)),
-            ("lpush", (wake_key(queue), 1)),
-            ("ltrim", (wake_key(queue), 0, WAKE_TOKENS_MAX - 1)),
-        ]
-        if chan._expires and queue in chan._expires:
-            commands += [("pexpire", (chan._q_for_pri(queue, p), chan._expires[queue])) for p in chan.priority_steps]
-        with chan.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
-            for name, args in commands:
-                getattr(pipe, name)(*args)
-            pipe.execute()
-
-
-class Channel(WakeOnPut, kombu_redis.Channel):
-    """kombu's Redis channel, publishing a wake-up token with every message."""
-
-
-class SentinelChannel(WakeOnPut, kombu_redis.SentinelChannel):
-    """kombu's Sentinel channel (it finds the master through the sentinels), with the wake-up tokens."""
-
-
-class Transport(kombu_redis.Transport):
-    Channel = Channel
-
-
-class SentinelTransport(kombu_redis.SentinelTransport):
-    Channel = SentinelChannel
 
 
 def celery_wire_config(settings: Settings, transport: str | None) -> dict[str, Any]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-from celery import Celery
 
 from config import Settings, get_settings
 from contract.broker import celery_wire_config, held_chunks, task_message, transport_for
@@ -22,11 +21,20 @@ from contract.store import BatchStore
 from contract.submit import Submitter
 from producer.roots import outside_roots_errors
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 CATALOG_TTL_S = 10.0  # how long a fetched model catalog is trusted (workers heartbeat every 20 s)
 
 
 def celery_client(settings: Settings) -> Celery:
-    """A Celery app for sending only: same broker and serializer as the workers."""
+    """A Celery app for sending only: same broker and serializer as the workers.
+
+    Imported here: a submit to the store's Redis goes out in one script (``contract.submit``) and
+    never needs Celery, whose import is a fifth of ``assetq submit``'s start-up.
+    """
+    from celery import Celery
+
     app = Celery("assetq-producer", set_as_current=False)
     # The transport publishes a wake-up token with every message, for idle workers (contract/broker.py).
     app.conf.update(celery_wire_config(settings, transport_for(settings.broker)))

@@ -40,3 +40,13 @@ def test_only_redis_brokers_get_the_transport() -> None:
     assert transport_for("amqp://guest@localhost//") == RABBIT_TRANSPORT
     assert transport_for("sqs://") is None
     assert celery_config(Settings(redis_url="redis://127.0.0.1:6379/3"))["broker_transport"] == TRANSPORT
+
+
+def test_the_wire_constants_are_kombus() -> None:
+    """``contract.broker`` states kombu's list naming instead of importing kombu: it must be kombu's."""
+    from kombu.transport import redis as kombu_redis
+
+    from contract.broker import PRIORITY_SEP, PRIORITY_STEPS
+
+    assert PRIORITY_SEP == kombu_redis.Channel.sep
+    assert list(PRIORITY_STEPS) == list(kombu_redis.Channel.priority_steps)

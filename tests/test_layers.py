@@ -69,3 +69,10 @@ def test_a_workers_main_process_loads_no_inference_libraries() -> None:
     loaded = loaded_after(["worker.app", "worker.tasks.process", "worker.tasks.deadletter", "worker.tasks.refused"])
     heavy = {"numpy", "PIL", "onnxruntime", "cv2", "boto3"}
     assert not loaded & heavy, sorted(loaded & heavy)
+
+
+def test_a_submit_to_redis_imports_no_celery_or_kombu() -> None:
+    # `assetq submit` to the store's Redis goes out in one script: Celery and kombu stay unimported
+    # (a fifth and a seventh of its start-up); a RabbitMQ or other broker imports them when it sends.
+    loaded = loaded_after(["cli.batches", "producer.client", "contract.broker", "contract.submit"])
+    assert not loaded & {"celery", "kombu"}, sorted(loaded & {"celery", "kombu"})

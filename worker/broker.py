@@ -16,7 +16,7 @@ What changes against kombu's Redis transport, and why:
   never handed to another one. kombu's periodic ``restore_visible`` has
   nothing to do.
 
-Producers publish with ``contract.broker.Transport``; this subclass only adds
+Producers publish with ``contract.broker_transport.Transport``; this subclass only adds
 the consuming side.
 """
 
@@ -35,6 +35,7 @@ from kombu.transport.redis import Empty
 from kombu.utils.json import loads
 
 from contract import broker as shared
+from contract import broker_transport as channels
 from contract.amqp import is_amqp
 from contract.keys import wake_key
 from worker.backoff import FIRST_PAUSE_S, MAX_PAUSE_S, WRITE_REFUSED, backoff_s
@@ -87,7 +88,7 @@ class LeasedFetch:
 
     QoS = QoS
     worker_dead_after_s = DEFAULT_DEAD_AFTER_S
-    from_transport_options: Any = (*shared.Channel.from_transport_options, "worker_dead_after_s")
+    from_transport_options: Any = (*channels.Channel.from_transport_options, "worker_dead_after_s")
 
     _fetch_order: list[str]
 
@@ -222,21 +223,21 @@ def _readable(raw: bytes) -> dict[str, Any] | None:
     return message if has_tag else None
 
 
-class Channel(LeasedFetch, shared.Channel):
+class Channel(LeasedFetch, channels.Channel):
     pass
 
 
-class SentinelChannel(LeasedFetch, shared.SentinelChannel):
+class SentinelChannel(LeasedFetch, channels.SentinelChannel):
     """The same fetch and leases over Sentinel: every pool (the lease's too) asks the sentinels for the master."""
 
-    from_transport_options: Any = (*shared.SentinelChannel.from_transport_options, "worker_dead_after_s")
+    from_transport_options: Any = (*channels.SentinelChannel.from_transport_options, "worker_dead_after_s")
 
 
-class Transport(shared.Transport):
+class Transport(channels.Transport):
     Channel = Channel
 
 
-class SentinelTransport(shared.SentinelTransport):
+class SentinelTransport(channels.SentinelTransport):
     Channel = SentinelChannel
 
 
