@@ -48,5 +48,5 @@ def test_the_wire_constants_are_kombus() -> None:
 
     from contract.broker import PRIORITY_SEP, PRIORITY_STEPS
 
-    assert PRIORITY_SEP == kombu_redis.Channel.sep
+    assert kombu_redis.Channel.sep == PRIORITY_SEP
     assert list(PRIORITY_STEPS) == list(kombu_redis.Channel.priority_steps)

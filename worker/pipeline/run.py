@@ -59,11 +59,13 @@ class Limits:
     decode_threads: int = DECODE_THREADS
     detail_side: int = mirrored("detail_side")
     inference_threads: int = mirrored("inference_threads")  # 0: by device, see ``lanes``
+    intra_op_threads: int = mirrored("intra_op_threads")  # of each session call (0: onnxruntime's); sizes auto batches
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
-        """The settings' values, ``inference_threads`` resolved for this process (its pool's share of the cores)."""
-        return from_settings(cls, settings, inference_threads=threads_of(settings)[0])
+        """The settings' values, both thread counts resolved for this process (its pool's share of the cores)."""
+        lanes, intra_op = threads_of(settings)
+        return from_settings(cls, settings, inference_threads=lanes, intra_op_threads=intra_op)
 
     @property
     def lanes(self) -> int:
@@ -74,7 +76,7 @@ class Limits:
         """The value of the batch setting a model declares (``InferenceModel.batch_setting``)."""
         if setting not in {f.name for f in fields(self)}:
             raise LookupError(f"a model's batch_setting {setting!r} is not a field of Limits: add it there")
-        return batch_size_for(setting, int(getattr(self, setting)), self.device)  # 0: by device
+        return batch_size_for(setting, int(getattr(self, setting)), self.device, self.intra_op_threads)  # 0: auto
 
 
 def decode_min_side(plan: Sequence[Step], limits: Limits, model_dir: Path) -> int:
