@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:
 from benchmarks import (  # noqa: E402
     batching,
     brokers,
+    decode,
     enqueue,
     faces,
     headline,
@@ -64,6 +65,7 @@ from benchmarks.photos import photo_set  # noqa: E402
 SECTIONS = (
     "headline",
     "faces",
+    "decode",
     "brokers",
     "variants",
     "batching",
@@ -79,6 +81,7 @@ SECTIONS = (
 RUNNERS: dict[str, Callable[[Run, State], None]] = {
     "headline": headline.section,
     "faces": faces.section,
+    "decode": decode.section,
     "brokers": brokers.section,
     "variants": variants.section,
     "batching": batching.section,
@@ -94,7 +97,7 @@ RUNNERS: dict[str, Callable[[Run, State], None]] = {
 # headline); the next three use its worker, which stops before the rest, as they start what they need.
 ON_HEADLINE_RUNTIME = ("roofline", "batching")
 ON_HEADLINE_WORKER = ("loadtest", "enqueue", "memory")
-ON_THEIR_OWN = ("faces", "brokers", "variants", "leads", "scale", "unload")
+ON_THEIR_OWN = ("faces", "decode", "brokers", "variants", "leads", "scale", "unload")
 
 
 def run_sections(run: Run, state: State, sections: set[str]) -> dict[str, float]:

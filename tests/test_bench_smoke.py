@@ -290,3 +290,13 @@ def test_the_peer_style_baseline_finds_the_same_faces_as_assetq(bench: tuple[Ben
     assert agreement.faces_naive >= 3
     assert agreement.faces_fast == agreement.faces_naive
     assert agreement.face_cosine_min >= 0.999
+
+
+def test_the_decode_section_times_both_decoders_and_checks_their_pixels() -> None:
+    from benchmarks.decode import cpu_ms, same_pixels
+    from tests import hostile
+    from worker.pipeline.image import decode_image
+
+    datas = [hostile.jpeg(hostile.noise(300, 400, seed=s), quality=85) for s in range(3)]
+    assert same_pixels(datas, 0) and same_pixels(datas, 100)
+    assert cpu_ms(datas, lambda d: decode_image(d, 10_000_000, pillow_only=True)) > 0
