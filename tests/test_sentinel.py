@@ -119,7 +119,7 @@ def test_sentinel_url_lists_every_sentinel_with_the_masters_password_and_db() ->
 def test_workers_and_producers_get_the_sentinel_transports_and_the_master_name() -> None:
     s = Settings(_env_file=None, redis_url="sentinel://h1:26379;sentinel://h2:26379", redis_sentinel_master="photos")
     assert transport_for(s.broker) == "worker.broker:SentinelTransport"
-    assert producer_transport_for(s.broker) == "contract.broker:SentinelTransport"
+    assert producer_transport_for(s.broker) == "contract.broker_transport:SentinelTransport"
     assert celery_wire_config(s, None)["broker_transport_options"]["master_name"] == "photos"
     options = celery_config(s)["broker_transport_options"]
     assert options["master_name"] == "photos" and options["worker_dead_after_s"] == 30.0
