@@ -149,7 +149,7 @@ class Settings(BaseSettings):
         50_000_000, le=178_956_970, description="Refuse images larger than this many pixels (decompression bombs)."
     )
     # 0: faces are aligned from the pixels Immich ML aligns them from (a full-size decode), so embeddings
-    # match its own on camera originals too; a full-size 12 MP JPEG decodes in 25 ms (worker/pipeline/jpeg.py).
+    # match its own on camera originals too; a full-size 12 MP JPEG decodes in ~26 ms (worker/pipeline/jpeg.py).
     detail_side: int = Field(
         0,
         ge=0,

@@ -1,12 +1,12 @@
 """JPEG pixels straight into the array the models read, by libjpeg-turbo (simplejpeg).
 
 Pillow decodes a JPEG into its own 4-byte-a-pixel image, allocated in blocks it returns to the
-system after each image, and the pixels are then copied into an ``(H, W, 3)`` array. Measured on a
-12 MP original that took 2.9x the time of decoding straight into the array, half of it in page
-faults of the fresh blocks (1.9x on 1440 px previews; the faces benchmark reports the decode's CPU
-time per image). simplejpeg drives the same
-libjpeg-turbo with the same settings (accurate DCT, smooth upsampling), so the pixels are the same,
-bit for bit (``tests/test_decode.py`` checks every orientation, scale and colour layout).
+system after each image, and the pixels are then copied into an ``(H, W, 3)`` array: on a 12 MP
+original 2.5x the CPU time of decoding straight into the array (``python -m benchmarks --sections
+decode``; 1.6-1.8x on previews and small photos), much of it page faults of the fresh blocks.
+simplejpeg drives the same libjpeg-turbo with the same settings (accurate DCT, smooth upsampling),
+so the pixels are the same, bit for bit (``tests/test_jpeg_fast_path.py`` checks every orientation,
+scale and colour layout; the decode section checks the benchmark's photos).
 
 Pillow still reads the header first (format by content, the size limits, EXIF orientation), so
 this only ever sees JPEGs that passed those checks; anything it does not handle exactly like
