@@ -39,6 +39,9 @@ T = TypeVar("T")
 # Never let Pillow fill a truncated file with grey: a truncated image is skipped.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# Pillow's names of the JPEG family (MPO: a multi-picture JPEG, its first picture first).
+_JPEG_FORMATS = ("JPEG", "MPO")
+
 # Photo formats worth decoding; MPO (multi-picture JPEG) and APNG come in through JPEG and PNG.
 _PHOTO_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "AVIF")
 Image.init()
@@ -140,10 +143,10 @@ def decode_image(
             width, height = img.size
             _check_size(width, height, max_pixels, max_side)
             orientation = _exif_orientation(img)
-            fast = img.format in ("JPEG", "MPO") and not pillow_only
-            arr = _decode_jpeg(img, data, min_side, orientation) if fast else None
+            is_jpeg = img.format in _JPEG_FORMATS
+            arr = _decode_jpeg(img, data, min_side, orientation) if is_jpeg and not pillow_only else None
             if arr is None:  # any other format, or a JPEG the fast path leaves to Pillow
-                request = jpeg.draft_request(width, height, min_side) if img.format in ("JPEG", "MPO") else None
+                request = jpeg.draft_request(width, height, min_side) if is_jpeg else None
                 if request is not None:
                     img.draft("RGB", request)
                 img.load()  # the frame Image.open positioned on: the first one

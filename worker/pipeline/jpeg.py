@@ -16,6 +16,8 @@ is left to Pillow (``None``), whose verdict (``truncated``, ``corrupt``) then st
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import simplejpeg
 
@@ -61,17 +63,20 @@ def decode_rgb(data: bytes, width: int, height: int, scale: int) -> np.ndarray |
 
 
 # EXIF orientation -> the view of the stored pixels that turns them upright (as Pillow's transpose does).
+_UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],  # mirrored
+    3: lambda a: a[::-1, ::-1],  # upside down
+    4: lambda a: a[::-1],  # mirrored and upside down
+    5: lambda a: a.transpose(1, 0, 2),  # mirrored along the main diagonal
+    6: lambda a: np.rot90(a, -1),  # stored turned anticlockwise: turn it clockwise
+    7: lambda a: np.rot90(a[::-1], 1),  # mirrored along the anti-diagonal
+    8: lambda a: np.rot90(a, 1),  # stored turned clockwise: turn it anticlockwise
+}
+
+
 def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     """``pixels`` turned upright for EXIF ``orientation`` (1-8), as a C-contiguous array."""
-    turned = {
-        2: lambda a: a[:, ::-1],  # mirrored
-        3: lambda a: a[::-1, ::-1],  # upside down
-        4: lambda a: a[::-1],  # mirrored and upside down
-        5: lambda a: a.transpose(1, 0, 2),  # mirrored along the main diagonal
-        6: lambda a: np.rot90(a, -1),  # stored turned anticlockwise: turn it clockwise
-        7: lambda a: np.rot90(a[::-1], 1),  # mirrored along the anti-diagonal
-        8: lambda a: np.rot90(a, 1),  # stored turned clockwise: turn it anticlockwise
-    }.get(orientation)
+    turned = _UPRIGHT.get(orientation)
     return pixels if turned is None else np.ascontiguousarray(turned(pixels))
 
 
