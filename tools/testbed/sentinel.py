@@ -158,41 +158,31 @@ class SentinelCluster:
     def rejoin_as_replica(self, old: RedisServer, timeout: float = 30) -> RedisServer:
         """Start the old master again on its port, as a replica of the new one, and wait until it has synced.
 
+        It comes back empty (no persistence) with ``replica-priority 0``, so the sentinels never promote
+        it: a failover to a server that has not synced would empty the whole cluster, and these tests
+        are about the failover they cause, not a second one. CI saw one such failback (down-after is
+        1 s: a loaded machine can stall the new master that long), and the batch was gone with it.
         A rejoin that has not synced within ``timeout`` is restarted once, as an operator would; what
         both servers said of their link is kept in a warning, so a run that needed it still shows why.
-        A rejoined server the sentinels made master again is a failover back: once every sentinel
-        names it and the other server replicates it, the roles are swapped and it is returned.
         """
         for attempt in (1, 2):
             server = RedisServer(
-                port=old.port, dir=old.dir, extra_args=["--replicaof", HOST, str(self.master.port)]
+                port=old.port,
+                dir=old.dir,
+                extra_args=["--replicaof", HOST, str(self.master.port), "--replica-priority", "0"],
             ).start()
             try:
                 self._wait_replicating(server, self.master, timeout)
             except TimeoutError as e:
                 role = _role(server)
-                if role == "master" and self._failed_back_to(server, timeout):
-                    # The sentinels promoted the rejoined server again (seen once, in the write-loss test):
-                    # the cluster is whole, with the roles swapped; what the tests check holds either way.
-                    warnings.warn(f"the sentinels failed back to the rejoined server {server.port}", stacklevel=2)
-                    self.master, self.replica = server, self.master
-                    return server
                 server.stop(kill=True)
                 if attempt == 2 or role != "slave":
                     raise TimeoutError(f"{e}\nrole of the rejoined server: {role}\n{self.logs()}") from e
                 warnings.warn(f"the rejoin did not sync, restarting it once: {e}", stacklevel=2)
+                continue
             self.replica = server
             return server
         raise AssertionError("unreachable")
-
-    def _failed_back_to(self, server: RedisServer, timeout: float) -> bool:
-        """Whether every sentinel names ``server`` master and the other server replicates it."""
-        try:
-            wait_for(lambda: {s.master_port() for s in self.sentinels} == {server.port}, timeout, "a failover back")
-            self._wait_replicating(self.master, server, timeout)
-        except TimeoutError:
-            return False
-        return True
 
     @staticmethod
     def _wait_replicating(replica: RedisServer, master: RedisServer, timeout: float) -> None:
