@@ -192,34 +192,51 @@ class Tasks(_Strict):
             raise ValueError("zero-shot and clip.visual must use the same modelName (zero-shot reuses its embedding)")
         return self
 
-    def steps(self) -> list[tuple[Task, ModelType, str, dict[str, Any]]]:
-        """Every requested model step as ``(task, type, modelName, options)`` with options by their JSON names."""
-        out: list[tuple[Task, ModelType, str, dict[str, Any]]] = []
-        fr = self.facial_recognition
-        if fr:
-            out.append(
-                (Task.FACIAL_RECOGNITION, ModelType.DETECTION, fr.detection.model_name, _opts(fr.detection.options))
-            )
-            if fr.recognition:
-                rec = fr.recognition
-                out.append((Task.FACIAL_RECOGNITION, ModelType.RECOGNITION, rec.model_name, _opts(rec.options)))
-        if self.ocr:
+    def steps(self, with_options: bool = True) -> list[tuple[Task, ModelType, str, dict[str, Any]]]:
+        """Every requested model step as ``(task, type, modelName, options)`` with options by their JSON names.
+
+        ``with_options=False`` leaves the options empty: checking models at submit needs only the names,
+        and dumping a zero-shot job's classes for every submit was a tenth of its cost.
+        """
+        return [(t, ty, name, self._options(t, ty) if with_options else {}) for t, ty, name in self._model_refs()]
+
+    def _options(self, task: Task, type_: ModelType) -> dict[str, Any]:
+        if task == Task.FACIAL_RECOGNITION and self.facial_recognition:
+            fr = self.facial_recognition
+            step: Any = fr.detection if type_ == ModelType.DETECTION else fr.recognition
+            return _opts(step.options)
+        if task == Task.OCR and self.ocr:
             o = self.ocr
-            out.append((Task.OCR, ModelType.DETECTION, o.detection.model_name, _opts(o.detection.options)))
-            if o.classification:
-                cls = o.classification
-                out.append((Task.OCR, ModelType.CLASSIFICATION, cls.model_name, _opts(cls.options)))
-            if o.recognition:
-                out.append((Task.OCR, ModelType.RECOGNITION, o.recognition.model_name, _opts(o.recognition.options)))
-        if self.clip and self.clip.visual:
-            out.append((Task.CLIP, ModelType.VISUAL, self.clip.visual.model_name, {}))
-        if self.zero_shot:
+            step = {ModelType.DETECTION: o.detection, ModelType.CLASSIFICATION: o.classification}.get(
+                type_, o.recognition
+            )
+            return _opts(step.options)
+        if task == Task.ZERO_SHOT and self.zero_shot:
             zs = self.zero_shot
-            if not (self.clip and self.clip.visual):
-                out.append((Task.CLIP, ModelType.VISUAL, zs.model_name, {}))  # zero-shot reads its embedding
             options = _opts(zs.options)
             options["classes"] = {name: c.model_dump() for name, c in zs.classes.items()}
-            out.append((Task.ZERO_SHOT, ModelType.CLASSIFIER, zs.model_name, options))
+            return options
+        return {}  # CLIP's visual step takes none
+
+    def _model_refs(self) -> list[tuple[Task, ModelType, str]]:
+        """The steps' models in the order they run; zero-shot adds CLIP's visual step when none is asked."""
+        out: list[tuple[Task, ModelType, str]] = []
+        if fr := self.facial_recognition:
+            out.append((Task.FACIAL_RECOGNITION, ModelType.DETECTION, fr.detection.model_name))
+            if fr.recognition:
+                out.append((Task.FACIAL_RECOGNITION, ModelType.RECOGNITION, fr.recognition.model_name))
+        if o := self.ocr:
+            out.append((Task.OCR, ModelType.DETECTION, o.detection.model_name))
+            if o.classification:
+                out.append((Task.OCR, ModelType.CLASSIFICATION, o.classification.model_name))
+            if o.recognition:
+                out.append((Task.OCR, ModelType.RECOGNITION, o.recognition.model_name))
+        if self.clip and self.clip.visual:
+            out.append((Task.CLIP, ModelType.VISUAL, self.clip.visual.model_name))
+        if zs := self.zero_shot:
+            if not (self.clip and self.clip.visual):
+                out.append((Task.CLIP, ModelType.VISUAL, zs.model_name))
+            out.append((Task.ZERO_SHOT, ModelType.CLASSIFIER, zs.model_name))
         return out
 
     def dump(self) -> dict[str, Any]:
@@ -330,7 +347,7 @@ Catalog = dict[str, dict[str, set[str]]]  # task -> type -> installed model name
 def check_models(tasks: Tasks, catalog: Catalog) -> None:
     """Reject steps whose model is not installed, naming what is."""
     errors = []
-    for task, type_, name, _ in tasks.steps():
+    for task, type_, name, _ in tasks.steps(with_options=False):
         task_dir: Task = task
         if task == Task.ZERO_SHOT:
             type_, task_dir = ModelType.TEXTUAL, Task.CLIP  # zero-shot runs on the CLIP pack's text tower

@@ -66,6 +66,7 @@ class Producer:
         self._celery: Celery | None = None
         self._catalog: tuple[float, Catalog] | None = None
         self._roots: tuple[float, list[list[str]]] | None = None
+        self._local_roots: tuple[float, list[str]] | None = None
         self._processes: tuple[float, int] | None = None
         # One script records a batch and enqueues its chunks when the broker is this very Redis.
         same_redis = transport_for(self.settings.broker) is not None and self.settings.broker == self.settings.redis_url
@@ -98,6 +99,13 @@ class Producer:
         if fresh or self._roots is None or now > self._roots[0]:
             self._roots = (now + CATALOG_TTL_S, self.workers.advertised_roots())
         return self._roots[1]
+
+    def local_roots(self) -> list[str]:
+        """This machine's ``ASSETQ_ALLOWED_ROOTS`` in both forms (symlinks resolved); cached like ``catalog``."""
+        now = time.monotonic()
+        if self._local_roots is None or now > self._local_roots[0]:
+            self._local_roots = (now + CATALOG_TTL_S, root_forms(self.settings.allowed_roots))
+        return self._local_roots[1]
 
     def live_processes(self) -> int:
         """Pool processes the live workers advertise together (at least 1); cached like ``catalog``."""
@@ -137,7 +145,7 @@ class Producer:
     def _roots_errors(self, job: JobSpec) -> list[tuple[str, str]]:
         if not any(a.uri and a.uri.startswith("file://") for a in job.assets):
             return []
-        local = root_forms(self.settings.allowed_roots)
+        local = self.local_roots()
         errors = outside_roots_errors(job.assets, self.advertised_roots(), local)
         if errors:  # a worker may have started (or changed its roots) since the cached read: look again
             errors = outside_roots_errors(job.assets, self.advertised_roots(fresh=True), local)

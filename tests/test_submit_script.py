@@ -11,8 +11,11 @@ import pytest
 import redis
 
 from config.settings import Settings
-from contract.broker import queue_of
+from contract.broker import WAKE_TOKENS_MAX, list_for, queue_of
 from contract.errors import SpecError
+from contract.keys import key, wake_key
+from contract.store import BatchStore
+from contract.submit import Submitter
 from producer import Producer
 from tools.testbed.services import RedisServer
 
@@ -83,3 +86,41 @@ def test_a_taken_batch_id_writes_nothing(db: tuple[str, redis.Redis]) -> None:
     assert len(_messages(client, queue)) == queued
     status = producer.status("b1")
     assert status is not None and status["total"] == len(SPEC["assets"])
+
+
+# --- the script alone, on the real Redis (fakeredis's Lua refuses the #!lua line) --------------------
+
+ZERO_SHOT_TASKS = {"zero-shot": {"modelName": "m", "classes": {"cat": {"positive": ['a "cat"\n'], "negative": []}}}}
+REDIS_OUTPUT = {"redis": True}
+
+
+def test_the_script_records_the_batch_like_create_batch_and_pushes_every_message(db: tuple[str, redis.Redis]) -> None:
+    _, r = db
+    assets = [{"id": f"a{i}", "uri": f"file:///photos/{i}.jpg"} for i in range(2_345)]  # > 2 HSET steps
+    messages = [(list_for("q", 0), f"m{n}") for n in range(3)] + [(list_for("q", 9), "urgent")]
+    assert Submitter(r, ttl_s=60).submit("b1", assets, ZERO_SHOT_TASKS, REDIS_OUTPUT, "q", messages)
+    BatchStore(r, ttl_s=60).create_batch("b2", assets, ZERO_SHOT_TASKS, REDIS_OUTPUT)
+
+    one, two = r.hgetall(key("batch", "b1")), r.hgetall(key("batch", "b2"))
+    assert one.pop(b"created_at") and two.pop(b"created_at")
+    assert {k: v for k, v in one.items() if k != b"id"} == {k: v for k, v in two.items() if k != b"id"}
+    assert json.loads(one[b"tasks"]) == ZERO_SHOT_TASKS  # quotes and newlines in the classes survive as they are
+    assert r.hgetall(key("batch", "b1", "assets")) == r.hgetall(key("batch", "b2", "assets"))
+    assert r.hlen(key("batch", "b1", "assets")) == len(assets)
+    assert 0 < r.ttl(key("batch", "b1")) <= 60 and 0 < r.ttl(key("batch", "b1", "assets")) <= 60
+    assert r.zscore(key("batches"), "b1") is not None
+    assert r.lrange(list_for("q", 0), 0, -1) == [b"m2", b"m1", b"m0"]  # LPUSH: the consumer pops the right end
+    assert r.lrange(list_for("q", 9), 0, -1) == [b"urgent"]
+    assert r.llen(wake_key("q")) == len(messages)
+
+
+def test_the_script_bounds_wake_tokens_and_refuses_a_taken_id(db: tuple[str, redis.Redis]) -> None:
+    _, r = db
+    s = Submitter(r, ttl_s=0)
+    many = [(list_for("q", 0), f"m{n}") for n in range(WAKE_TOKENS_MAX + 10)]
+    assert s.submit("b", [{"id": "a"}], ZERO_SHOT_TASKS, REDIS_OUTPUT, "q", many)
+    assert r.ttl(key("batch", "b")) == -1  # no TTL asked, none set
+    assert r.llen(wake_key("q")) == WAKE_TOKENS_MAX
+    before = r.llen(list_for("q", 0))
+    assert not s.submit("b", [{"id": "other"}], ZERO_SHOT_TASKS, REDIS_OUTPUT, "q", many)
+    assert r.llen(list_for("q", 0)) == before and r.hkeys(key("batch", "b", "assets")) == [b"a"]
