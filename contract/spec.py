@@ -196,7 +196,7 @@ class Tasks(_Strict):
         """Every requested model step as ``(task, type, modelName, options)`` with options by their JSON names.
 
         ``with_options=False`` leaves the options empty: checking models at submit needs only the names,
-        and dumping a zero-shot job's classes for every submit was a tenth of its cost.
+        and dumping a 12-class zero-shot job's classes cost every submit ~16 µs (~4% of it) for nothing.
         """
         return [(t, ty, name, self._options(t, ty) if with_options else {}) for t, ty, name in self._model_refs()]
 
