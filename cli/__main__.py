@@ -1,5 +1,5 @@
 """``python -m cli``: the same as the ``assetq`` console script."""
 
-from cli.main import main
+from cli.main import entry
 
-raise SystemExit(main())
+entry()
