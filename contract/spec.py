@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import re
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import (
@@ -198,45 +199,34 @@ class Tasks(_Strict):
         ``with_options=False`` leaves the options empty: checking models at submit needs only the names,
         and dumping a 12-class zero-shot job's classes cost every submit ~16 µs (~4% of it) for nothing.
         """
-        return [(t, ty, name, self._options(t, ty) if with_options else {}) for t, ty, name in self._model_refs()]
-
-    def _options(self, task: Task, type_: ModelType) -> dict[str, Any]:
-        if task == Task.FACIAL_RECOGNITION and self.facial_recognition:
-            fr = self.facial_recognition
-            step: Any = fr.detection if type_ == ModelType.DETECTION else fr.recognition
-            return _opts(step.options)
-        if task == Task.OCR and self.ocr:
-            o = self.ocr
-            step = {ModelType.DETECTION: o.detection, ModelType.CLASSIFICATION: o.classification}.get(
-                type_, o.recognition
+        opts: Callable[[BaseModel], dict[str, Any]] = _opts if with_options else (lambda _: {})
+        out: list[tuple[Task, ModelType, str, dict[str, Any]]] = []
+        fr = self.facial_recognition
+        if fr:
+            out.append(
+                (Task.FACIAL_RECOGNITION, ModelType.DETECTION, fr.detection.model_name, opts(fr.detection.options))
             )
-            return _opts(step.options)
-        if task == Task.ZERO_SHOT and self.zero_shot:
-            zs = self.zero_shot
-            options = _opts(zs.options)
-            options["classes"] = {name: c.model_dump() for name, c in zs.classes.items()}
-            return options
-        return {}  # CLIP's visual step takes none
-
-    def _model_refs(self) -> list[tuple[Task, ModelType, str]]:
-        """The steps' models in the order they run; zero-shot adds CLIP's visual step when none is asked."""
-        out: list[tuple[Task, ModelType, str]] = []
-        if fr := self.facial_recognition:
-            out.append((Task.FACIAL_RECOGNITION, ModelType.DETECTION, fr.detection.model_name))
             if fr.recognition:
-                out.append((Task.FACIAL_RECOGNITION, ModelType.RECOGNITION, fr.recognition.model_name))
-        if o := self.ocr:
-            out.append((Task.OCR, ModelType.DETECTION, o.detection.model_name))
+                rec = fr.recognition
+                out.append((Task.FACIAL_RECOGNITION, ModelType.RECOGNITION, rec.model_name, opts(rec.options)))
+        if self.ocr:
+            o = self.ocr
+            out.append((Task.OCR, ModelType.DETECTION, o.detection.model_name, opts(o.detection.options)))
             if o.classification:
-                out.append((Task.OCR, ModelType.CLASSIFICATION, o.classification.model_name))
+                cls = o.classification
+                out.append((Task.OCR, ModelType.CLASSIFICATION, cls.model_name, opts(cls.options)))
             if o.recognition:
-                out.append((Task.OCR, ModelType.RECOGNITION, o.recognition.model_name))
+                out.append((Task.OCR, ModelType.RECOGNITION, o.recognition.model_name, opts(o.recognition.options)))
         if self.clip and self.clip.visual:
-            out.append((Task.CLIP, ModelType.VISUAL, self.clip.visual.model_name))
-        if zs := self.zero_shot:
+            out.append((Task.CLIP, ModelType.VISUAL, self.clip.visual.model_name, {}))
+        if self.zero_shot:
+            zs = self.zero_shot
             if not (self.clip and self.clip.visual):
-                out.append((Task.CLIP, ModelType.VISUAL, zs.model_name))
-            out.append((Task.ZERO_SHOT, ModelType.CLASSIFIER, zs.model_name))
+                out.append((Task.CLIP, ModelType.VISUAL, zs.model_name, {}))  # zero-shot reads its embedding
+            options = opts(zs.options)
+            if with_options:
+                options["classes"] = {name: c.model_dump() for name, c in zs.classes.items()}
+            out.append((Task.ZERO_SHOT, ModelType.CLASSIFIER, zs.model_name, options))
         return out
 
     def dump(self) -> dict[str, Any]:

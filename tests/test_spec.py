@@ -38,6 +38,16 @@ def test_immich_request_parses_into_the_tasks_block() -> None:
     assert tasks.facial_recognition.recognition.options.min_score == 0.5
 
 
+def test_steps_without_options_name_the_same_models_in_the_same_order() -> None:
+    tasks = parse_tasks(
+        {**IMMICH_REQUEST, "zero-shot": {"modelName": "ViT-B-32__openai", "classes": {"cat": {"positive": ["a cat"]}}}}
+    )
+    full, bare = tasks.steps(), tasks.steps(with_options=False)
+    assert [step[:3] for step in bare] == [step[:3] for step in full]
+    assert all(options == {} for *_, options in bare)
+    assert full[-1][3]["classes"] == {"cat": {"positive": ["a cat"], "negative": []}}
+
+
 def test_full_spec_round_trip() -> None:
     spec = parse_spec({"assets": ASSETS, "tasks": IMMICH_REQUEST, "output": {"s3": {"bucket": "results"}}})
     assert spec.output.s3 and spec.output.s3.bucket == "results"
