@@ -145,8 +145,10 @@ def cmd_results(a: argparse.Namespace) -> int:
         write_outputs(Path(a.out), results, {k: st[k] for k in COUNTS})
         print(f"{len(results)} results written to {Path(a.out) / 'results.jsonl'}")
     else:
+        from contract import documents
+
         for r in results:
-            print(json.dumps(r, separators=(",", ":")))
+            print(documents.encode(r).decode())
     return EXIT_OK
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from config import Settings
+from contract import documents
 from contract.connection import redis_client, text
 from contract.keys import PREFIX, key
 
@@ -214,14 +215,14 @@ class BatchStore:
         bid = results[0]["batch_id"]
         args: list[Any] = [self.ttl_s]
         for r in results:
-            args += [r["asset_id"], json.dumps(r, separators=(",", ":"))]
+            args += [r["asset_id"], documents.encode(r)]
         answers = self._stage(keys=[key("batch", bid, "status"), key("batch", bid, "staged")], args=args)
         out = []
         for r, answer in zip(results, answers, strict=True):
             if answer == 1:
                 out.append(r)
             elif answer != 0:
-                out.append(json.loads(answer))
+                out.append(documents.decode(answer))
         return out
 
     def record(self, result: dict[str, Any], keep_final: bool = False) -> bool:
@@ -242,7 +243,7 @@ class BatchStore:
             args=[
                 aid,
                 result["status"],
-                json.dumps(result, separators=(",", ":")),
+                documents.encode(result),
                 self.ttl_s,
                 self.stream_maxlen,
                 int(keep_final),
@@ -263,11 +264,11 @@ class BatchStore:
 
     def result(self, batch_id: str, asset_id: str) -> dict[str, Any] | None:
         raw = self.r.hget(key("batch", batch_id, "results"), asset_id)
-        return json.loads(raw) if raw else None
+        return documents.decode(raw) if raw else None
 
     def iter_results(self, batch_id: str) -> Iterator[dict[str, Any]]:
         for _, raw in self.r.hscan_iter(key("batch", batch_id, "results"), count=500):
-            yield json.loads(raw)
+            yield documents.decode(raw)
 
     # -- dead letters ------------------------------------------------------------------
     def dead_letter(self, batch_id: str, entry_id: str, entry: dict[str, Any]) -> None:

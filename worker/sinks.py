@@ -6,13 +6,13 @@ and every copy of an asset's result is the document Redis staged for it (``Batch
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from contract import documents
 from worker.pipeline.errors import TransientError
 
 if TYPE_CHECKING:  # the redis client is imported by what makes a store: `assetq run` never loads it
@@ -86,7 +86,7 @@ class S3Sink:
         prefix = target.get("prefix", self.default_prefix)
         try:
             for r in results:
-                body = json.dumps(r, separators=(",", ":")).encode()
+                body = documents.encode(r)
                 self.client.put_object(
                     Bucket=bucket,
                     Key=s3_key(prefix, r["batch_id"], r["asset_id"]),
@@ -108,8 +108,8 @@ class LocalDirSink:
             target = self.root / r["batch_id"] / f"{r['asset_id']}.json"
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(r, f)
+            with os.fdopen(fd, "wb") as f:
+                f.write(documents.encode(r))
             os.replace(tmp, target)
 
 
