@@ -234,6 +234,7 @@ class Pipeline:
         decoded: Iterable[Decoded],
         plan: Sequence[Step],
         tasks: dict[str, Any],
+        progress: Callable[[int], None] | None = None,
     ) -> list[dict[str, Any]]:
         """One result per asset of ``assets``, from ``decoded`` (one per asset, in order; taken lazily).
 
@@ -241,6 +242,7 @@ class Pipeline:
         their decoded pixels stay under ``WAVE_PIXELS``. Each wave's pixels are let go before the next
         wave is taken. The process's inference threads (``Limits.lanes``) each take the next wave when
         done with theirs, on the same sessions. A ``TransientError`` among them retries the whole chunk.
+        ``progress``: called with each wave's number of assets when its steps are done (one call at a time).
         """
         wave_size = self.wave_size(plan) if plan else 1
         # Several inference threads take waves of the least size: images differ in work (0 to 16
@@ -263,8 +265,12 @@ class Pipeline:
                                 chunk.models[step.key] = leases.enter_context(lease)
                     if not wave:
                         return
+                    finished = len(wave)
                     self._run_wave(wave, plan, chunk)
                     del wave  # its pixels go before this thread takes the next wave
+                    if progress is not None:
+                        with chunk.lock:
+                            progress(finished)
 
             self._lanes.run(lane)
             if len(chunk.kept) + len(chunk.errors) != len(assets):
