@@ -23,7 +23,7 @@ from worker.models.registry import register
 from worker.pipeline.errors import TransientError
 from worker.pipeline.fetch import Fetcher
 from worker.pipeline.image import DecodedImage
-from worker.pipeline.lanes import Lanes
+from worker.pipeline.lanes import Lanes, spread
 from worker.pipeline.run import Limits, Pipeline
 
 BARRIER: list[threading.Barrier] = []  # each thread's first detector call waits here for the others
@@ -186,3 +186,49 @@ def test_a_workers_pool_size_reaches_its_children_so_each_gets_its_share(monkeyp
         assert RuntimeOptions.from_settings(child).intra_op_threads == 1
     finally:
         get_settings.cache_clear()
+
+
+def test_spread_outside_lanes_is_a_plain_loop_in_the_calling_thread() -> None:
+    names: list[str] = []
+    assert spread(lambda x: names.append(threading.current_thread().name) or x * 2, [1, 2, 3]) == [2, 4, 6]
+    assert set(names) == {threading.current_thread().name}
+
+
+def test_a_lane_out_of_waves_takes_calls_another_lane_spreads() -> None:
+    lanes = Lanes(2)
+    both = threading.Barrier(2)  # passes only if two threads are inside calls of the spread at once
+    results: list[list[tuple[int, str]]] = []
+
+    def call(x: int) -> tuple[int, str]:
+        both.wait(timeout=10)
+        return x, threading.current_thread().name
+
+    def work(stop: threading.Event) -> None:
+        if threading.current_thread().name.startswith("assetq-lane"):
+            return  # no waves for this lane: it helps
+        results.append(spread(call, [0, 1]))
+
+    lanes.run(work)
+    assert not both.broken
+    assert [x for x, _ in results[0]] == [0, 1]  # in order
+    assert len({name for _, name in results[0]}) == 2  # the idle lane ran one
+
+    # An error in a call another lane took is raised in the lane that spread it, once all have ended.
+    ended: list[int] = []
+    both.reset()
+
+    def failing(x: int) -> int:
+        both.wait(timeout=10)
+        ended.append(x)
+        if x == 1:
+            raise ValueError("call 1")
+        return x
+
+    def spreads_failing(stop: threading.Event) -> None:
+        if not threading.current_thread().name.startswith("assetq-lane"):
+            spread(failing, [0, 1])
+
+    with pytest.raises(ValueError, match="call 1"):
+        lanes.run(spreads_failing)
+    assert sorted(ended) == [0, 1]
+    lanes.shutdown()

@@ -22,6 +22,7 @@ from worker.models.face_align import ALIGNED_SIZE, align_face
 from worker.models.outputs import FaceBox, rounded, vector_json
 from worker.pipeline.graph import Step
 from worker.pipeline.image import DecodedImage
+from worker.pipeline.lanes import spread
 
 DETECTION_STEP: StepKey = (Task.FACIAL_RECOGNITION, ModelType.DETECTION)
 
@@ -274,7 +275,8 @@ class FaceRecognizer(InferenceModel):
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         self.load()  # a model file with a fixed batch size overrides max_batch
         step = self._fixed_batch or max_batch
-        parts = [self.predict(self._blob(crops[part]))[0] for part in batches(len(crops), step)]
+        # Independent calls: at a chunk's end, inference threads out of waves take some (``spread``).
+        parts = spread(lambda part: self.predict(self._blob(crops[part]))[0], list(batches(len(crops), step)))
         vectors = np.concatenate([p.reshape(p.shape[0], -1) for p in parts]).astype(np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, np.finfo(np.float32).tiny)

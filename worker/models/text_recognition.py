@@ -24,6 +24,7 @@ from worker.models.ocr_geometry import crops_for
 from worker.models.outputs import TextBox, TextLine, rounded
 from worker.pipeline.graph import Step
 from worker.pipeline.image import DecodedImage
+from worker.pipeline.lanes import spread
 
 DETECTION: StepKey = (Task.OCR, ModelType.DETECTION)
 ORIENTATION: StepKey = (Task.OCR, ModelType.CLASSIFICATION)
@@ -241,11 +242,17 @@ class PPOCRTextRecognizer(InferenceModel):
     def read_lines(self, crops: Sequence[np.ndarray], max_batch: int) -> list[tuple[str, float]]:
         """(text, score) for each RGB line crop, batched by width."""
         widths = [resized_width(c.shape[0], c.shape[1]) for c in crops]
-        reads: list[tuple[str, float]] = [("", 0.0)] * len(crops)
-        for batch in width_batches(widths, max_batch):
+        dictionary = self.dictionary
+
+        def read(batch: list[int]) -> list[tuple[str, float]]:
             width = max(MIN_INPUT_WIDTH, max(widths[i] for i in batch))
             tensor = np.stack([recognition_input(crops[i], width) for i in batch])
-            decoded = ctc_greedy_decode(self.predict(tensor)[0], self.dictionary)
-            for i, read in zip(batch, decoded, strict=True):
-                reads[i] = read
+            return ctc_greedy_decode(self.predict(tensor)[0], dictionary)
+
+        reads: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        batches = width_batches(widths, max_batch)
+        # Independent calls: at a chunk's end, inference threads out of waves take some (``spread``).
+        for batch, decoded in zip(batches, spread(read, batches), strict=True):
+            for i, line in zip(batch, decoded, strict=True):
+                reads[i] = line
         return reads
