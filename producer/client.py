@@ -19,6 +19,7 @@ from contract.payload import PROCESS_CHUNK, ChunkPayload
 from contract.spec import Catalog, JobSpec, SpecError, check_models, parse_spec
 from contract.store import BatchStore
 from contract.submit import Submitter
+from producer.expiring import Expiring
 from producer.roots import outside_roots_errors
 
 if TYPE_CHECKING:
@@ -64,10 +65,13 @@ class Producer:
         self.check_models = check_models
         self.check_roots = check_roots
         self._celery: Celery | None = None
-        self._catalog: tuple[float, Catalog] | None = None
-        self._roots: tuple[float, list[list[str]]] | None = None
-        self._local_roots: tuple[float, list[str]] | None = None
-        self._processes: tuple[float, int] | None = None
+        # What the fleet and this machine advertise, read again after CATALOG_TTL_S.
+        self._catalog = Expiring(
+            lambda: merge(self.workers.catalog(), scan_model_dir(self.settings.model_dir)), CATALOG_TTL_S
+        )
+        self._roots = Expiring(self.workers.advertised_roots, CATALOG_TTL_S)
+        self._local_roots = Expiring(lambda: root_forms(self.settings.allowed_roots), CATALOG_TTL_S)
+        self._processes = Expiring(self.workers.processes, CATALOG_TTL_S)
         # One script records a batch and enqueues its chunks when the broker is this very Redis.
         same_redis = transport_for(self.settings.broker) is not None and self.settings.broker == self.settings.redis_url
         self._submitter = Submitter(self.redis, self.store.ttl_s) if same_redis else None
@@ -85,34 +89,19 @@ class Producer:
         Cached for ``CATALOG_TTL_S``: a server submitting many small jobs should not scan
         Redis and the disk for every one of them.
         """
-        now = time.monotonic()
-        if self._catalog is None or now > self._catalog[0]:
-            self._catalog = (
-                now + CATALOG_TTL_S,
-                merge(self.workers.catalog(), scan_model_dir(self.settings.model_dir)),
-            )
-        return self._catalog[1]
+        return self._catalog.get()
 
     def advertised_roots(self, fresh: bool = False) -> list[list[str]]:
         """The allowed roots of each live worker that advertises them; cached like ``catalog``."""
-        now = time.monotonic()
-        if fresh or self._roots is None or now > self._roots[0]:
-            self._roots = (now + CATALOG_TTL_S, self.workers.advertised_roots())
-        return self._roots[1]
+        return self._roots.get(fresh)
 
     def local_roots(self) -> list[str]:
         """This machine's ``ASSETQ_ALLOWED_ROOTS`` in both forms (symlinks resolved); cached like ``catalog``."""
-        now = time.monotonic()
-        if self._local_roots is None or now > self._local_roots[0]:
-            self._local_roots = (now + CATALOG_TTL_S, root_forms(self.settings.allowed_roots))
-        return self._local_roots[1]
+        return self._local_roots.get()
 
     def live_processes(self) -> int:
         """Pool processes the live workers advertise together (at least 1); cached like ``catalog``."""
-        now = time.monotonic()
-        if self._processes is None or now > self._processes[0]:
-            self._processes = (now + CATALOG_TTL_S, self.workers.processes())
-        return max(1, self._processes[1])
+        return max(1, self._processes.get())
 
     def validate(self, spec: JobSpec | dict[str, Any]) -> JobSpec:
         """The parsed spec, or a ``SpecError`` with every problem found: models, then ``file://`` roots."""

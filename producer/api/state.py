@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from producer.api.auth import TokenCheck
 from producer.api.clip_text import TextTowers
 from producer.api.interactive import INTERACTIVE_PRIORITY, ChunkBatcher, ResultWatcher
 from producer.client import Producer
+from producer.expiring import Expiring
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,14 @@ class ApiState:
     watcher: ResultWatcher
     text: TextTowers
     batcher: ChunkBatcher = field(init=False)
-    _live: tuple[float, Catalog] | None = field(default=None, repr=False)
+    _live: Expiring[Catalog] = field(init=False, repr=False)
 
     pools: PoolSizes = field(init=False)
 
     def __post_init__(self) -> None:
         window_s = self.settings.api_predict_window_ms / 1000
         self.pools = PoolSizes(self.producer)
+        self._live = Expiring(self.producer.workers.catalog, LIVE_CATALOG_TTL_S)
         self.batcher = ChunkBatcher(self.send_interactive, window_s, self.settings.chunk_size, self.pools.total)
 
     @classmethod
@@ -96,10 +97,7 @@ class ApiState:
 
     def live_catalog(self) -> Catalog:
         """Models the live workers advertise now (blocking; cached for ``LIVE_CATALOG_TTL_S``)."""
-        now = time.monotonic()
-        if self._live is None or now > self._live[0]:
-            self._live = (now + LIVE_CATALOG_TTL_S, self.producer.workers.catalog())
-        return self._live[1]
+        return self._live.get()
 
 
 class PoolSizes:
