@@ -40,8 +40,8 @@ def headline(
     tasks = env.tasks()
     assets = file_assets(photos, sizes.repeat)
     paths = [p for _ in range(sizes.repeat) for p in photos]
-    # With several processes, chunks of at most an equal share, so that every process has work (as
-    # `assetq run` does); the producer of the distributed run is given the same chunk size.
+    # With several processes, chunks of at most an equal share (`assetq run` and the producer then cut
+    # them smaller towards the end, contract.chunking); the distributed run's producer is given the same.
     pooled = run.concurrency > 1
     chunk = min(run.chunk_size, -(-len(assets) // run.concurrency))
     deployment = None

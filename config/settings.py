@@ -126,7 +126,11 @@ class Settings(BaseSettings):
     )
 
     # --- batching ---------------------------------------------------------------
-    chunk_size: int = Field(16, description="Assets per task (one chunk is decoded and batched together).")
+    chunk_size: int = Field(
+        16,
+        description="Max assets per task (one chunk is decoded and batched together). With several worker "
+        "processes a batch's last chunks are cut smaller, down to one asset, so no process idles at its end.",
+    )
     face_batch_size: int = Field(
         0,
         ge=0,

@@ -1,20 +1,53 @@
 """How a batch is cut into chunks: one rule for the producer and for ``assetq run``.
 
 A chunk is the unit a worker process takes. Chunks of at most ``chunk_size`` keep
-batching's gain; beyond that, their number is rounded up to a multiple of the
-processes that will run them, so the last round of chunks gives every process one
-and none sits idle while another finishes (24 images on 2 processes: 12 + 12,
-not 16 + 8).
+batching's gain. With one process, a batch is cut into as few chunks as that
+allows, of equal size (17 images at 16: 9 + 8, not 16 + 1).
+
+With several processes, the end of a batch is where a process sits idle: equal
+counts are not equal costs (a chunk of 12 MP originals takes several times one
+of thumbnails), and whichever process draws the last heavy chunk runs on alone.
+So the cut follows *factoring* (Hummel, Schonberg and Flynn, 1992): rounds of
+one chunk per process, each chunk half of what is left divided among the
+processes, at most ``chunk_size``. A large batch runs at full chunks until its
+last ~2 rounds' worth, then the chunks halve round by round down to one asset,
+and processes that drew light chunks take the small ones while a heavy one
+finishes. 24 images on 2 processes: 6 6 3 3 2 2 1 1.
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
 
-def chunk_size_for(count: int, chunk_size: int, processes: int) -> int:
-    """The chunk size for ``count`` assets on ``processes`` processes, at most ``chunk_size``."""
+T = TypeVar("T")
+
+
+def chunk_sizes(count: int, chunk_size: int, processes: int) -> list[int]:
+    """Sizes of the chunks, in queue order, that ``count`` assets are cut into for ``processes`` processes."""
     chunk_size, processes = max(1, chunk_size), max(1, processes)
     if count <= 0:
-        return chunk_size
-    chunks = -(-count // chunk_size)
-    chunks = -(-chunks // processes) * processes
-    return max(1, -(-count // chunks))
+        return []
+    if processes == 1:
+        chunks = -(-count // chunk_size)
+        return [count // chunks + (1 if i < count % chunks else 0) for i in range(chunks)]
+    sizes: list[int] = []
+    left = count
+    while left > 0:
+        size = min(chunk_size, -(-left // (2 * processes)))
+        for _ in range(processes):
+            take = min(size, left)
+            if take == 0:
+                break
+            sizes.append(take)
+            left -= take
+    return sizes
+
+
+def cut(items: list[T], sizes: list[int]) -> list[list[T]]:
+    """``items`` cut into consecutive chunks of ``sizes`` (which sum to ``len(items)``)."""
+    chunks: list[list[T]] = []
+    start = 0
+    for size in sizes:
+        chunks.append(items[start : start + size])
+        start += size
+    return chunks

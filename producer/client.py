@@ -11,7 +11,7 @@ import redis
 from config import Settings, get_settings
 from contract.broker import celery_wire_config, held_chunks, task_message, transport_for
 from contract.catalog import merge, scan_model_dir
-from contract.chunking import chunk_size_for
+from contract.chunking import chunk_sizes, cut
 from contract.connection import redis_client
 from contract.errors import ReplicationError
 from contract.fleet import WorkerRegistry, root_forms
@@ -154,11 +154,11 @@ class Producer:
         tasks = job.tasks.dump()
         output = job.output.model_dump(mode="json", exclude_none=True)
         queue = queue or self.settings.queue
-        # Chunks of at most chunk_size, as many as keep every live worker process busy to the end.
-        size = chunk_size_for(len(assets), self.settings.chunk_size, self.live_processes())
+        # Chunks of at most chunk_size, smaller towards the end so that every live worker process stays
+        # busy to the end of the batch (contract.chunking).
+        sizes = chunk_sizes(len(assets), self.settings.chunk_size, self.live_processes())
         chunks = [
-            ChunkPayload(batch_id, f"{batch_id}-{n}", assets[start : start + size], tasks, output)
-            for n, start in enumerate(range(0, len(assets), size))
+            ChunkPayload(batch_id, f"{batch_id}-{n}", part, tasks, output) for n, part in enumerate(cut(assets, sizes))
         ]
         if self._submitter is not None:  # the broker is the store's Redis: everything in one script
             messages = [self._message(chunk, queue, job.priority) for chunk in chunks]

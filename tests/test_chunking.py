@@ -12,7 +12,7 @@ import redis
 
 from config.settings import Settings
 from contract.broker import queue_of
-from contract.chunking import chunk_size_for
+from contract.chunking import chunk_sizes, cut
 from contract.fleet import PROCESSES, WorkerRegistry
 from producer import Producer
 from tools.testbed.services import RedisServer
@@ -21,30 +21,50 @@ from tools.testbed.services import RedisServer
 @pytest.mark.parametrize(
     ("count", "chunk_size", "processes", "expected"),
     [
-        (24, 16, 2, 12),  # the case: 12 + 12, not 16 + 8
-        (120, 16, 2, 15),  # 8 chunks, 4 per process
-        (1000, 16, 2, 16),  # a large batch keeps the full chunk size
-        (3, 16, 2, 2),
-        (10, 16, 1, 10),
-        (17, 16, 1, 9),  # two chunks either way: equal halves
-        (0, 16, 4, 16),
-        (5, 0, 0, 1),  # nonsense settings are read as 1
+        (24, 16, 2, [6, 6, 3, 3, 2, 2, 1, 1]),  # the case: not 16 + 8, and small chunks last
+        (120, 16, 2, [16, 16, 16, 16, 14, 14, 7, 7, 4, 4, 2, 2, 1, 1]),
+        (3, 16, 2, [1, 1, 1]),
+        (10, 16, 1, [10]),
+        (17, 16, 1, [9, 8]),  # one process: as few chunks as chunk_size allows, equal
+        (48, 16, 1, [16, 16, 16]),
+        (0, 16, 4, []),
+        (5, 0, 0, [1, 1, 1, 1, 1]),  # nonsense settings are read as 1
     ],
 )
-def test_chunk_sizes(count: int, chunk_size: int, processes: int, expected: int) -> None:
-    assert chunk_size_for(count, chunk_size, processes) == expected
+def test_chunk_sizes(count: int, chunk_size: int, processes: int, expected: list[int]) -> None:
+    assert chunk_sizes(count, chunk_size, processes) == expected
 
 
-def test_never_larger_than_asked_and_never_an_extra_round() -> None:
-    for count in range(1, 200):
+def test_every_asset_once_never_larger_than_asked_and_smaller_towards_the_end() -> None:
+    for count in range(0, 300):
         for chunk_size in (1, 4, 16, 64):
             for processes in (1, 2, 3, 8):
-                size = chunk_size_for(count, chunk_size, processes)
-                chunks = math.ceil(count / size)
-                assert 1 <= size <= chunk_size
-                # Rounds of chunks across the processes: as few as chunk_size allows.
-                fewest_chunks = math.ceil(count / chunk_size)
-                assert math.ceil(chunks / processes) == math.ceil(fewest_chunks / processes)
+                sizes = chunk_sizes(count, chunk_size, processes)
+                assert sum(sizes) == count
+                assert all(1 <= s <= chunk_size for s in sizes)
+                if processes == 1:
+                    assert len(sizes) == math.ceil(count / chunk_size)
+                    assert max(sizes, default=0) - min(sizes, default=0) <= 1
+                    continue
+                assert sizes == sorted(sizes, reverse=True)
+                # A large batch keeps full chunks until its last rounds.
+                full = sum(1 for s in sizes if s == chunk_size)
+                assert full >= (count - 2 * processes * chunk_size) // chunk_size
+                # Every chunk is at most half of what is left at its round's start, shared out: the
+                # batch ends on a single asset.
+                if count:
+                    assert sizes[-1] == 1
+                left = count
+                for first in range(0, len(sizes), processes):
+                    assert sizes[first] <= max(1, math.ceil(left / (2 * processes)))
+                    left -= sum(sizes[first : first + processes])
+
+
+def test_cut_keeps_order() -> None:
+    items = list(range(24))
+    chunks = cut(items, chunk_sizes(24, 16, 2))
+    assert [len(c) for c in chunks] == [6, 6, 3, 3, 2, 2, 1, 1]
+    assert [x for c in chunks for x in c] == items
 
 
 def _queued_chunk_sizes(client: redis.Redis, queue: str) -> list[int]:
@@ -79,5 +99,6 @@ def test_the_producer_cuts_by_the_processes_live_workers_advertise(redis_server:
     registry.advertise("b@host", {PROCESSES: 1})
     fresh = Producer(settings=producer.settings, check_models=False)
     fresh.submit(spec)
-    assert _queued_chunk_sizes(client, queue) == [8, 8, 8]  # three processes: one chunk each
+    # three processes: rounds of three chunks, halving
+    assert _queued_chunk_sizes(client, queue) == sorted([4, 4, 4, 2, 2, 2, 1, 1, 1, 1, 1, 1])
     client.flushdb()

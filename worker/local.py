@@ -8,7 +8,7 @@ from itertools import islice
 from typing import Any
 
 from config import Settings
-from contract.chunking import chunk_size_for
+from contract.chunking import chunk_sizes, cut
 from contract.names import count_statuses
 from contract.output import write_outputs
 from contract.spec import new_batch_id
@@ -80,7 +80,8 @@ def _run_here(
 
     rt = runtime or build_engine(settings, local_paths_ok=True)
     pipeline = rt.pipeline
-    chunks = _chunks(assets, max(settings.chunk_size, RUN_GROUP_IMAGES))
+    group = max(settings.chunk_size, RUN_GROUP_IMAGES)
+    chunks = [assets[i : i + group] for i in range(0, len(assets), group)]
     results: list[dict[str, Any]] = []
     try:
         try:
@@ -115,7 +116,7 @@ def _run_in_pool(
     progress: Callable[[int], None] | None,
     bid: str,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    chunks = _chunks(assets, chunk_size_for(len(assets), settings.chunk_size, pool.processes))
+    chunks = cut(assets, chunk_sizes(len(assets), settings.chunk_size, pool.processes))
     t0 = time.perf_counter()
     done: dict[int, list[dict[str, Any]]] = {}
     for index, out in pool.run(bid, chunks, tasks):
@@ -124,8 +125,3 @@ def _run_in_pool(
             progress(len(chunks[index]))
     results = [r for index in range(len(chunks)) for r in done[index]]
     return results, summarize(results, time.perf_counter() - t0, bid)
-
-
-def _chunks(assets: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
-    size = max(1, size)
-    return [assets[i : i + size] for i in range(0, len(assets), size)]
