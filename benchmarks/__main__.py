@@ -54,6 +54,7 @@ from benchmarks import (  # noqa: E402
     report,
     roofline,
     scale,
+    tail,
     unload,
     variants,
 )
@@ -76,6 +77,7 @@ SECTIONS = (
     "memory",
     "unload",
     "loadtest",
+    "tail",
 )
 # Section name -> the module function that runs it and prints its tables (benchmarks/<name>.py).
 RUNNERS: dict[str, Callable[[Run, State], None]] = {
@@ -92,12 +94,13 @@ RUNNERS: dict[str, Callable[[Run, State], None]] = {
     "memory": memory.section,
     "unload": unload.section,
     "loadtest": loadtest.section,
+    "tail": tail.section,
 }
 # The order they run in. The first two measure the headline's recorded runtime (asking for either runs the
 # headline); the next three use its worker, which stops before the rest, as they start what they need.
 ON_HEADLINE_RUNTIME = ("roofline", "batching")
 ON_HEADLINE_WORKER = ("loadtest", "enqueue", "memory")
-ON_THEIR_OWN = ("faces", "decode", "brokers", "variants", "leads", "scale", "unload")
+ON_THEIR_OWN = ("faces", "decode", "brokers", "variants", "leads", "scale", "unload", "tail")
 
 
 def run_sections(run: Run, state: State, sections: set[str]) -> dict[str, float]:

@@ -45,8 +45,8 @@ def header(run: Run, listed: list[tuple[Path, PhotoSpec]], quick: bool) -> None:
     )
     run.say(
         f"assetq settings: concurrency={run.concurrency} processes (assetq run's, and the worker's pool) x "
-        f"intra_op_threads={run.intra_op_threads or 'default'}, chunk_size={run.chunk_size} (at most an equal "
-        f"share per process); {sizes.rounds} interleaved round(s), best kept."
+        f"intra_op_threads={run.intra_op_threads or 'default'}, chunk_size={run.chunk_size} (at most; "
+        f"smaller towards a batch's end on several processes); {sizes.rounds} interleaved round(s), best kept."
     )
 
 

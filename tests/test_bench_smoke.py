@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from benchmarks import __main__ as harness
-from benchmarks import batching, headline, report, roofline
+from benchmarks import batching, headline, report, roofline, tail
 from benchmarks.common import Run, Sizes, State
 from benchmarks.env import BenchEnv, file_assets, prepare
 from benchmarks.loadtest import run_load
@@ -68,6 +68,23 @@ def test_naive_and_inprocess_agree_and_the_table_prints(
         assert sum(len(log.items) for log in recorder.logs.values()) >= 4
     finally:
         inproc.close()
+
+
+def test_the_tail_section_runs_both_cuts_and_its_baseline_is_the_old_rule(
+    bench: tuple[BenchEnv, list[Path]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The baseline is 0.5.0-0.6.2's cut: rounds of one equal chunk per process.
+    assert tail.equal_shares(24, 16, 2) == [12, 12]
+    assert tail.equal_shares(72, 16, 2) == [12] * 6
+    assert tail.equal_shares(5, 16, 2) == [3, 2]
+    env, photos = bench
+    run = Run(env, TINY, chunk_size=4, intra_op_threads=1, concurrency=2)
+    tail.section(run, State(photos, photos, with_distributed=False))
+    printed = capsys.readouterr().out
+    assert f"{len(photos) * tail.REPEAT} assets on 2 processes" in printed
+    rows = [line for line in printed.splitlines() if line.startswith(("| equal shares", "| factoring"))]
+    assert len(rows) == 2
+    assert "| 4 4 3 3 1 1 1 1 " in rows[1]  # 18 assets at 4: full chunks, then halving
 
 
 def test_flop_count_of_arcface_matches_its_published_size(model_dir: Path) -> None:
