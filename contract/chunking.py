@@ -2,7 +2,7 @@
 
 A chunk is the unit a worker process takes. Chunks of at most ``chunk_size`` keep
 batching's gain. With one process, a batch is cut into as few chunks as that
-allows, of equal size (17 images at 16: 9 + 8, not 16 + 1).
+allows, of one size but the last (17 images at 16: 9 + 8, not 16 + 1).
 
 With several processes, the end of a batch is where a process sits idle: equal
 counts are not equal costs (a chunk of 12 MP originals takes several times one
@@ -28,8 +28,8 @@ def chunk_sizes(count: int, chunk_size: int, processes: int) -> list[int]:
     if count <= 0:
         return []
     if processes == 1:
-        chunks = -(-count // chunk_size)
-        return [count // chunks + (1 if i < count % chunks else 0) for i in range(chunks)]
+        size = -(-count // -(-count // chunk_size))
+        return [min(size, count - start) for start in range(0, count, size)]
     sizes: list[int] = []
     left = count
     while left > 0:

@@ -206,9 +206,14 @@ def kill_pool_child(w: WorkerProcess) -> None:
 
 
 def chunk_assets(batch: str, chunk_id: str, ids: list[str], chunk_size: int) -> list[str]:
-    """The asset ids the producer put in ``chunk_id`` (``<batch>-<n>``, ``chunk_size`` assets each)."""
+    """The asset ids the producer put in ``chunk_id`` (``<batch>-<n>``) when one worker process was live.
+
+    With several, a batch's last chunks are smaller (``contract.chunking``): read them from the messages.
+    """
+    from contract.chunking import chunk_sizes, cut
+
     n = int(chunk_id.removeprefix(f"{batch}-").split(".")[0])
-    return ids[n * chunk_size : (n + 1) * chunk_size]
+    return cut(ids, chunk_sizes(len(ids), chunk_size, 1))[n]
 
 
 @dataclass
