@@ -92,7 +92,11 @@ class Settings(BaseSettings):
         "model), or a JSON list of tasks and model names, e.g. '[\"facial-recognition\"]' or '[\"buffalo_s\"]'. "
         "assetq serve warms its CLIP text towers in any case (those a list names, else all).",
     )
-    warmup: bool = Field(True, description="Run one dummy batch after loading a model.")
+    warmup: bool = Field(
+        True,
+        description="Run one dummy batch after loading a model (`assetq run` skips it unless this is set: its "
+        "first images follow at once).",
+    )
 
     zero_shot_cache_entries: int = Field(16, ge=1, description="Class configs whose text embeddings a worker keeps.")
 

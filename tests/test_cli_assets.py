@@ -107,3 +107,34 @@ def test_assetq_run_on_a_folder_of_sidecars_only_says_what_it_left_out(model_dir
     )
     assert proc.returncode == 1
     assert "error: no files found; 1 file left out (not images by extension: .json 1)" in proc.stderr
+
+
+@pytest.mark.parametrize(("env", "warmed"), [({}, False), ({"ASSETQ_WARMUP": "true"}, True)])
+def test_assetq_run_skips_the_dummy_batches_unless_warmup_is_set(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], warmed: bool
+) -> None:
+    from cli.main import main
+    from worker.models.base import InferenceModel
+
+    seen: list[bool] = []
+    load = InferenceModel.load
+
+    def recorded(self: InferenceModel) -> None:
+        if not self.loaded:
+            seen.append(self.runtime.warmup)  # what load() decides by, for every model the run loads
+        load(self)
+
+    monkeypatch.setattr(InferenceModel, "load", recorded)
+    monkeypatch.setenv("ASSETQ_MODEL_DIR", str(model_dir))
+    monkeypatch.setenv("ASSETQ_INTRA_OP_THREADS", "1")
+    monkeypatch.delenv("ASSETQ_WARMUP", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    spec = tmp_path / "spec.json"
+    faces = {"detection": {"modelName": "buffalo_s"}, "recognition": {"modelName": "buffalo_s"}}
+    spec.write_text(json.dumps({"tasks": {"facial-recognition": faces}}))
+    out = tmp_path / "out"
+    assert main(["run", str(SAMPLES / "astronaut.jpg"), "--out", str(out), "--spec", str(spec)]) == 0
+    assert seen == [warmed, warmed]  # the detector and the recogniser
+    (result,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert result["status"] == "ok" and len(result["faces"]) == 1

@@ -47,8 +47,8 @@ def run_local(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Process ``assets`` chunk by chunk; results in asset order, and a summary.
 
-    Models are loaded and warmed before the clock starts, so ``images_per_s``
-    is the steady rate. In one process, decoding runs ahead of inference
+    Models are loaded (and warmed, with ``settings.warmup``) before the clock
+    starts, so ``images_per_s`` is the rate of the images alone. In one process, decoding runs ahead of inference
     (``Pipeline.look_ahead`` images), into the next chunk too. With ``settings.concurrency`` > 1 the chunks are
     shared among that many processes (``worker.local_processes``).
 
