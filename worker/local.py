@@ -48,9 +48,10 @@ def run_local(
     """Process ``assets`` chunk by chunk; results in asset order, and a summary.
 
     Models are loaded (and warmed, with ``settings.warmup``) before the clock
-    starts, so ``images_per_s`` is the rate of the images alone. In one process, decoding runs ahead of inference
-    (``Pipeline.look_ahead`` images), into the next chunk too. With ``settings.concurrency`` > 1 the chunks are
-    shared among that many processes (``worker.local_processes``).
+    starts, so ``images_per_s`` is the rate of the images alone. In one process,
+    decoding runs ahead of inference (``Pipeline.look_ahead`` images), into the
+    next chunk too. With ``settings.concurrency`` > 1 the chunks (``contract.chunking``)
+    are shared among that many processes (``worker.local_processes``).
 
     ``runtime``: warm sessions to reuse across calls (the benchmarks do), a
     ``Engine`` for this process or a ``ProcessPool``; it is left open.

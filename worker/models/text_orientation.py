@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
+from contract.chunking import cut
 from contract.names import ModelType, Task
 from worker.models.base import InferenceModel, ModelNotInstalled, StepKey
 from worker.models.ocr_geometry import crops_for
@@ -84,13 +85,8 @@ class PPOCRTextOrientation(InferenceModel):
         for image, boxes in zip(images, boxes_per_image, strict=True):
             crops.extend(crops_for(image.pixels, [np.asarray(b.quad) for b in boxes], image.scale))
             counts.append(len(boxes))
-        upside_down = self.classify(crops, self.batch_limit(max_batch), min_score)
-        results: list[list[bool]] = []
-        start = 0
-        for n in counts:
-            results.append(upside_down[start : start + n])
-            start += n
-        return results
+        # Back to one list per image.
+        return cut(self.classify(crops, self.batch_limit(max_batch), min_score), counts)
 
     def classify(self, crops: Sequence[np.ndarray], max_batch: int, min_score: float) -> list[bool]:
         """True for each RGB line crop the model finds upside down with probability >= ``min_score``."""
