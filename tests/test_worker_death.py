@@ -269,18 +269,23 @@ def test_a_chunk_running_three_leases_long_on_a_live_worker_is_not_redelivered(
 ) -> None:
     """A long task on a heartbeating worker stays with it, however long it runs (no visibility timeout).
 
-    Here the lease is short (5 s) and each chunk runs for 16 s, with a second, idle worker ready to
-    take anything handed back: a shorter lease only makes a wrong redelivery more likely.
+    Here the lease is short (5 s) and the batch is one chunk that runs for 16 s, with a second, idle
+    worker ready to take anything handed back: a shorter lease only makes a wrong redelivery more likely.
+    The second worker starts after the submit, so that the producer, seeing one worker process, cuts
+    the batch into one chunk (with two it would cut smaller chunks towards the end, contract.chunking).
     """
     with staged(s3_server, few_photos) as stage:
         photos = few_photos
         env = stage.env(
             chunk_size=len(photos.ids), fault_delay_s=16, worker_dead_after_s=5, soft_time_limit_s=40, time_limit_s=50
         )
+        r = redis.Redis.from_url(env["ASSETQ_REDIS_URL"])
         stage.worker(env)
-        stage.worker(env)
+        first = new_consumer(r, set())
         p = producer_for(env)
         batch = stage.submit(p)
+        stage.worker(env)
+        new_consumer(r, {first})
         stage.wait(p, batch, 90)
         out = stage.check(p, batch, max_processed=1)
         assert set(out.attempts.values()) == {1}, out.attempts  # delivered once, to one worker
