@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Run, State, progress, table
+from benchmarks.common import Run, State, cpu_seconds, progress, table
 from benchmarks.face_sets import FACE_SETS, cycled, distinct_photos
 from benchmarks.faces import faces_tasks
 from config.settings import Settings
@@ -112,16 +112,12 @@ def _assets(paths: list[Path], tag: str) -> list[dict[str, Any]]:
 def _busiest(workers: list[WorkerProcess]) -> WorkerProcess:
     """The worker whose pool process is using the CPU now (the one running the chunk)."""
 
-    def cpu_ticks(w: WorkerProcess) -> int:
-        total = 0
-        for pid in w.children():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-        return total
+    def cpu(w: WorkerProcess) -> float:
+        return sum(cpu_seconds(pid) for pid in w.children())
 
-    before = [cpu_ticks(w) for w in workers]
+    before = [cpu(w) for w in workers]
     time.sleep(0.3)  # a sampling window, not a wait for a condition
-    deltas = [cpu_ticks(w) - b for w, b in zip(workers, before, strict=True)]
+    deltas = [cpu(w) - b for w, b in zip(workers, before, strict=True)]
     return workers[deltas.index(max(deltas))]
 
 

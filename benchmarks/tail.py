@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Run, State, progress, table
+from benchmarks.common import Run, State, cpu_seconds, progress, table
 from benchmarks.env import file_assets
 
 REPEAT = 6  # copies of each photo: 72 assets on the 12 photos
@@ -35,13 +34,6 @@ def equal_shares(count: int, chunk_size: int, processes: int) -> list[int]:
     chunks = -(-chunks // processes) * processes
     size = max(1, -(-count // chunks))
     return [min(size, count - start) for start in range(0, count, size)]
-
-
-def _cpu_s(pid: int) -> float:
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def section(run: Run, state: State) -> None:
@@ -63,12 +55,12 @@ def section(run: Run, state: State) -> None:
 
         def once(sizes: list[int]) -> tuple[float, list[float]]:
             chunks: list[list[dict[str, Any]]] = cut(assets, sizes)
-            before = [_cpu_s(p) for p in pool.pids]
+            before = [cpu_seconds(p) for p in pool.pids]
             t0 = time.perf_counter()
             done = sum(len(out) for _, out in pool.run(f"tail-{uuid.uuid4().hex[:8]}", chunks, tasks))
             wall = time.perf_counter() - t0
             assert done == len(assets), f"{done} results for {len(assets)} assets"
-            return wall, [(_cpu_s(p) - b) / wall for p, b in zip(pool.pids, before, strict=True)]
+            return wall, [(cpu_seconds(p) - b) / wall for p, b in zip(pool.pids, before, strict=True)]
 
         once(cuts["factoring (0.6.3)"])  # every shape seen once: sessions warm for both
         for r in range(run.sizes.rounds):

@@ -27,6 +27,7 @@ import redis
 from PIL import Image, ImageOps
 
 from config.settings import Settings
+from contract.chunking import chunk_sizes, cut
 from contract.store import key
 from producer import Producer
 from tools.testbed.services import REPO, S3_ENV, WorkerProcess
@@ -210,8 +211,6 @@ def chunk_assets(batch: str, chunk_id: str, ids: list[str], chunk_size: int) -> 
 
     With several, a batch's last chunks are smaller (``contract.chunking``): read them from the messages.
     """
-    from contract.chunking import chunk_sizes, cut
-
     n = int(chunk_id.removeprefix(f"{batch}-").split(".")[0])
     return cut(ids, chunk_sizes(len(ids), chunk_size, 1))[n]
 
