@@ -16,11 +16,11 @@ from cli.common import (
     EXIT_ERROR,
     EXIT_INVALID,
     EXIT_OK,
+    Progress,
     Subcommands,
     print_errors,
     print_summary,
     producer,
-    progress_bar,
     read_json,
     settings,
 )
@@ -96,13 +96,11 @@ def cmd_submit(a: argparse.Namespace) -> int:
 
 def _wait_and_write(p: Producer, batch: str, out: Path | None, timeout: float | None, left_out: str) -> int:
     st = p.status(batch)
-    bar = progress_bar(st["total"], f"batch {batch[:8]}")
+    bar = Progress(st["total"], f"batch {batch[:8]}")
     t0 = time.perf_counter()
 
     def progress(s: dict[str, Any]) -> None:
-        bar.n = s["done"]
-        bar.set_postfix(ok=s["ok"], skipped=s["skipped"], failed=s["failed"])
-        bar.refresh()
+        bar.show(s["done"], ok=s["ok"], skipped=s["skipped"], failed=s["failed"])
 
     try:
         p.wait(batch, timeout_s=timeout, progress=progress)

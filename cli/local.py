@@ -12,12 +12,11 @@ from cli.common import (
     EXIT_ERROR,
     EXIT_INVALID,
     EXIT_OK,
+    Progress,
     Subcommands,
-    advance,
     print_errors,
     print_summary,
     producer,
-    progress_bar,
     read_json,
     settings,
     tasks_from_spec_file,
@@ -53,8 +52,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         print("error: no files found" + (f"; {left_out}" if left_out else ""), file=sys.stderr)
         return EXIT_ERROR
     print(f"assetq run: {len(collected.assets)} files, tasks: {', '.join(tasks)}", file=sys.stderr)
-    bar = progress_bar(len(collected.assets), "assetq run")
-    results, summary = run_local(collected.assets, tasks, conf, progress=advance(bar))
+    bar = Progress(len(collected.assets), "assetq run")
+    results, summary = run_local(collected.assets, tasks, conf, progress=bar.advance)
     bar.close()
     out = Path(a.out)
     write_outputs(out, results, summary)
@@ -115,8 +114,8 @@ def cmd_classify(a: argparse.Namespace) -> int:
             from worker.local import run_local
 
             check_models(parse_tasks(tasks), catalog)
-            bar = progress_bar(len(assets), "assetq classify")
-            results, _ = run_local(assets, tasks, conf, progress=advance(bar))
+            bar = Progress(len(assets), "assetq classify")
+            results, _ = run_local(assets, tasks, conf, progress=bar.advance)
             bar.close()
     except SpecError as e:
         print_errors(e.errors)

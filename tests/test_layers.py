@@ -76,3 +76,26 @@ def test_a_submit_to_redis_imports_no_celery_or_kombu() -> None:
     # (a fifth and a seventh of its start-up); a RabbitMQ or other broker imports them when it sends.
     loaded = loaded_after(["cli.batches", "producer.client", "contract.broker", "contract.submit"])
     assert not loaded & {"celery", "kombu"}, sorted(loaded & {"celery", "kombu"})
+
+
+def test_a_one_process_run_loads_no_pool_no_progress_bar_and_only_the_photo_plugins(tmp_path: Path) -> None:
+    # A real `assetq run --concurrency 1` over one sample, standard error a pipe (as under a server,
+    # cron or a log): it reaches its results without multiprocessing (a pool's), tqdm (a terminal's
+    # bar) or Pillow's other ~40 plugins (Image.init(): PDF, ICNS, DDS ...): start-up it had paid
+    # for nothing.
+    code = (
+        "import json, sys\n"
+        "from cli.main import main\n"
+        f"rc = main(['run', {str(REPO / 'samples' / 'chelsea.jpg')!r}, '--out', {str(tmp_path)!r},"
+        " '--concurrency', '1'])\n"
+        "print(json.dumps([rc, sorted(sys.modules)]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    rc, modules = json.loads(out.stdout.strip().splitlines()[-1])
+    assert rc == 0 and (tmp_path / "results.jsonl").is_file()
+    assert "tqdm" not in modules and "multiprocessing" not in modules
+    plugins = {m for m in modules if m.startswith("PIL.") and m.endswith("ImagePlugin")}
+    assert "PIL.JpegImagePlugin" in plugins
+    # The photo formats', and PPM: Image.open's own preinit() imports it with JPEG, PNG, GIF and BMP.
+    photo = {f"PIL.{n}ImagePlugin" for n in ("Jpeg", "Png", "Gif", "WebP", "Tiff", "Bmp", "Avif", "Mpo", "Ppm")}
+    assert plugins <= photo, sorted(plugins - photo)

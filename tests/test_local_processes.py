@@ -11,7 +11,8 @@ import pytest
 
 from config import Settings
 from producer.assets import assets_from_paths
-from worker.local import ProcessPool, run_local
+from worker.local import run_local
+from worker.local_processes import ProcessPool
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"

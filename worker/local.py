@@ -5,17 +5,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config import Settings
 from contract.chunking import chunk_sizes, cut
 from contract.names import count_statuses
 from contract.output import write_outputs
 from contract.spec import new_batch_id
-from worker.local_processes import ProcessPool
 from worker.runtime import Engine, build_engine
 
-__all__ = ["ProcessPool", "run_local", "summarize", "write_outputs"]
+if TYPE_CHECKING:
+    # Imported where a pool is made: multiprocessing and its executor cost a one-process run
+    # 20-60 ms of start-up for nothing.
+    from worker.local_processes import ProcessPool
+
+__all__ = ["run_local", "summarize", "write_outputs"]
 
 # In one process, chunks run in groups of at least this many images, each group one pass of the
 # inference threads: they wait for each other only when a group ends (the last wave of one thread,
@@ -58,10 +62,12 @@ def run_local(
     Without it, what is needed is built here and closed.
     """
     bid = batch_id or new_batch_id()
-    if isinstance(runtime, ProcessPool):
+    if runtime is not None and not isinstance(runtime, Engine):
         return _run_in_pool(runtime, assets, tasks, settings, progress, bid)
     processes = min(settings.concurrency, len(assets))
     if runtime is None and processes > 1:
+        from worker.local_processes import ProcessPool
+
         with ProcessPool(settings, tasks, processes) as pool:
             return _run_in_pool(pool, assets, tasks, settings, progress, bid)
     return _run_here(runtime, assets, tasks, settings, progress, bid)

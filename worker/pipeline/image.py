@@ -22,6 +22,8 @@ at 4 bytes a pixel; two full-size images are alive at most), so
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import io
 import warnings
 from collections.abc import Callable, Hashable
@@ -42,9 +44,24 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Pillow's names of the JPEG family (MPO: a multi-picture JPEG, its first picture first).
 _JPEG_FORMATS = ("JPEG", "MPO")
 
-# Photo formats worth decoding; MPO (multi-picture JPEG) and APNG come in through JPEG and PNG.
-_PHOTO_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "AVIF")
-Image.init()
+# Photo formats worth decoding, and the Pillow plugin of each; MPO (multi-picture JPEG) and APNG
+# come in through JPEG and PNG.
+_PHOTO_PLUGINS = {
+    "JPEG": "JpegImagePlugin",
+    "PNG": "PngImagePlugin",
+    "GIF": "GifImagePlugin",
+    "WEBP": "WebPImagePlugin",
+    "TIFF": "TiffImagePlugin",
+    "BMP": "BmpImagePlugin",
+    "AVIF": "AvifImagePlugin",
+}
+_PHOTO_FORMATS = tuple(_PHOTO_PLUGINS)
+# These plugins only, not Image.init()'s ~45 (PDF, ICNS, DDS ...), never opened here: 20-40 ms of
+# every command's start-up. Image.open(formats=DECODABLE_FORMATS) then has them all registered and
+# imports no other; a Pillow without one (AVIF before 11.2) just leaves its format out.
+for _format, _plugin in _PHOTO_PLUGINS.items():
+    with contextlib.suppress(ImportError):
+        importlib.import_module(f"PIL.{_plugin}")
 DECODABLE_FORMATS: tuple[str, ...] = tuple(f for f in _PHOTO_FORMATS if f in Image.OPEN)
 
 # Default cap on either side. The pixel limit alone lets a 1 x 50,000,000 strip
