@@ -87,8 +87,8 @@ class Progress:
         """Where a batch stands: ``done`` of its total, and its counts beside the bar."""
         if self._bar is not None:
             self._bar.n = done
-            self._bar.set_postfix(ordered_dict=counts)
-            self._bar.refresh()
+            self._bar.set_postfix(ordered_dict=counts, refresh=False)
+            self._bar.refresh()  # once, for the count and the postfix together
 
     def close(self) -> None:
         if self._bar is not None:

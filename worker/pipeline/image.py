@@ -60,7 +60,7 @@ _PHOTO_FORMATS = tuple(_PHOTO_PLUGINS)
 # 25-35 ms of every command's start-up. Image.open(formats=DECODABLE_FORMATS) then finds them all
 # registered and imports no other plugin but PPM (its own preinit()); a Pillow without one of them
 # (an older one without AVIF) leaves that format out.
-for _format, _plugin in _PHOTO_PLUGINS.items():
+for _plugin in _PHOTO_PLUGINS.values():
     with contextlib.suppress(ImportError):
         importlib.import_module(f"PIL.{_plugin}")
 DECODABLE_FORMATS: tuple[str, ...] = tuple(f for f in _PHOTO_FORMATS if f in Image.OPEN)
