@@ -14,17 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import redis
 
-from producer import Producer
 from tests.faultinject.scenario import (
     TASKS,
-    Outcome,
     PhotoSet,
-    check_promise,
+    PromiseChecks,
     face_model_dir,
     make_photos,
     start_worker,
@@ -59,8 +57,11 @@ def s3(s3_server: S3Server, photos: PhotoSet) -> Any:
 
 
 @dataclass
-class Scene:
+class Scene(PromiseChecks):
     """One test's services: a Redis, the S3 endpoint workers use, and the workers it started."""
+
+    bucket: ClassVar[str] = BUCKET
+    prefix: ClassVar[str] = PREFIX
 
     redis: RedisServer
     s3_url: str
@@ -90,18 +91,6 @@ class Scene:
 
     def logs(self, lines: int = 40) -> str:
         return "\n\n".join(f"--- worker {w.name} ---\n{w.tail(lines)}" for w in self.workers)
-
-    def wait(self, p: Producer, batch: str, timeout: float) -> dict[str, Any]:
-        try:
-            return p.wait(batch, timeout_s=timeout, poll_s=0.2)
-        except TimeoutError as e:
-            raise AssertionError(f"{e}\n{self.logs(60)}") from e
-
-    def check(self, p: Producer, batch: str, max_processed: int, may_fail: bool = False) -> Outcome:
-        try:
-            return check_promise(p, batch, self.photos, self.s3, BUCKET, PREFIX, max_processed, may_fail)
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{self.logs()}") from e
 
 
 @contextmanager

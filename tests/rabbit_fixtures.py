@@ -13,18 +13,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import redis
 from kombu import Connection
 
-from producer import Producer
 from tests.faultinject.scenario import (
     TASKS,
-    Outcome,
     PhotoSet,
-    check_promise,
+    PromiseChecks,
     face_model_dir,
     make_photos,
     worker_env,
@@ -37,7 +35,10 @@ PREFIX = "ml/"
 
 
 @dataclass
-class RabbitScene:
+class RabbitScene(PromiseChecks):
+    bucket: ClassVar[str] = BUCKET
+    prefix: ClassVar[str] = PREFIX
+
     vhost: RabbitVhost
     redis: RedisServer
     s3_url: str
@@ -64,18 +65,6 @@ class RabbitScene:
 
     def logs(self, lines: int = 40) -> str:
         return "\n\n".join(f"--- worker {w.name} ---\n{w.tail(lines)}" for w in self.workers[-3:])
-
-    def wait(self, p: Producer, batch: str, timeout: float) -> dict[str, Any]:
-        try:
-            return p.wait(batch, timeout_s=timeout, poll_s=0.2)
-        except TimeoutError as e:
-            raise AssertionError(f"{e}\n{self.logs(60)}") from e
-
-    def check(self, p: Producer, batch: str, max_processed: int, may_fail: bool = False) -> Outcome:
-        try:
-            return check_promise(p, batch, self.photos, self.s3, BUCKET, PREFIX, max_processed, may_fail)
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{self.logs()}") from e
 
 
 @pytest.fixture(scope="module")

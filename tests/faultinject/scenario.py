@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 from PIL import Image, ImageOps
@@ -222,6 +222,34 @@ class Outcome:
     processed: dict[str, int]
     attempts: dict[str, int]
     dead_lettered: dict[str, str]  # asset id -> dead-letter entry id
+
+
+class PromiseChecks:
+    """``wait`` and ``check`` of a scene of real workers, a failure carrying the workers' logs.
+
+    A scene (a dataclass) names its ``bucket`` and ``prefix`` and has ``photos``, ``s3``
+    and ``logs(lines)``.
+    """
+
+    bucket: ClassVar[str]
+    prefix: ClassVar[str]
+    photos: PhotoSet
+    s3: Any
+
+    def logs(self, lines: int = 40) -> str:
+        raise NotImplementedError
+
+    def wait(self, p: Producer, batch: str, timeout: float) -> dict[str, Any]:
+        try:
+            return p.wait(batch, timeout_s=timeout, poll_s=0.2)
+        except TimeoutError as e:
+            raise AssertionError(f"{e}\n{self.logs(60)}") from e
+
+    def check(self, p: Producer, batch: str, max_processed: int, may_fail: bool = False) -> Outcome:
+        try:
+            return check_promise(p, batch, self.photos, self.s3, self.bucket, self.prefix, max_processed, may_fail)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.logs()}") from e
 
 
 def check_promise(
