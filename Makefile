@@ -42,7 +42,7 @@ lint: setup
 	$(BIN)/mypy cli config contract producer worker
 
 test: lint models services
-	$(BIN)/pytest -q -p no:cacheprovider --durations=10
+	$(BIN)/pytest -q -p no:cacheprovider -n 3 --dist loadgroup --durations=10
 
 bench: models
 	$(BIN)/python -m benchmarks

@@ -14,6 +14,19 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 
 
+# `make test` runs the suite on several processes (pytest-xdist, --dist loadgroup): the tests of
+# one module stay on one process, so its module-scoped services start once, and every module
+# that uses the machine's RabbitMQ shares one group, because some of them stop that broker's
+# app or change its consumer_timeout for everyone on it.
+ON_THE_LOCAL_RABBITMQ = frozenset({"test_rabbitmq.py", "test_rabbitmq_faults.py", "test_flower.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.name
+        item.add_marker(pytest.mark.xdist_group("rabbitmq" if module in ON_THE_LOCAL_RABBITMQ else module))
+
+
 def _model_dir() -> Path:
     return Path(os.environ.get("ASSETQ_MODEL_DIR", Path.home() / ".cache" / "assetq" / "models"))
 

@@ -15,7 +15,7 @@ import pytest
 from contract.payload import ChunkPayload
 from tests.api_fixtures import FACES, OCR, TOKEN, ApiStack, api_stack  # noqa: F401
 from tools.testbed.api_server import ApiServer, serve_command
-from tools.testbed.services import REPO
+from tools.testbed.services import REPO, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -129,8 +129,13 @@ def test_a_batch_over_http_gives_the_results_of_assetq_submit(api_stack: ApiStac
         batch_id = r.json()["batch_id"]
         assert api_stack.wait_complete(batch_id)["skipped"] == 1  # truncated.jpg
         status = c.get(f"/v1/batches/{batch_id}").json()
+        assert status["total"] == len(files) and status["held"]["waiting_for_recovery"] == []
+
+        def released() -> bool:  # the last chunk's results are written before its message is acknowledged
+            return c.get(f"/v1/batches/{batch_id}").json()["held"] == {"chunks_held": 0, "waiting_for_recovery": []}
+
+        wait_for(released, 30, "the worker to acknowledge the batch's last chunk")
         over_http = [json.loads(line) for line in c.get(f"/v1/batches/{batch_id}/results").text.splitlines()]
-    assert status["total"] == len(files) and status["held"] == {"chunks_held": 0, "waiting_for_recovery": []}
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps({"tasks": spec["tasks"]}))
     out = tmp_path / "out"
