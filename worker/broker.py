@@ -193,6 +193,26 @@ class LeasedFetch:
         chan.connection._deliver(message, queue)
         return True
 
+    def _receive_one(self, c: Any) -> Any:
+        """Read the pub/sub connection (Celery's broadcasts) only when it has something to read.
+
+        The event loop calls this when the socket it registered turned readable, and kombu then
+        reads with redis-py's blocking read, which has no timeout. After a restart or a failover
+        redis-py may have reopened the connection by itself (a health check's PING reconnects):
+        the new socket is quiet and not subscribed, and that read waited for good, with the
+        worker's main thread, while its lease thread kept it looking alive. A dropped or reopened
+        connection is a lost connection: raised, so Celery's consumer connects again.
+        """
+        chan: Any = self
+        conn = c.connection
+        try:
+            if conn is None or conn._sock is None or not conn.can_read(timeout=0):
+                raise redis.ConnectionError("the pub/sub connection was dropped or reopened under the event loop")
+        except chan.connection_errors:
+            chan._in_listen = None
+            raise
+        return super()._receive_one(c)  # type: ignore[misc]
+
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         got = self.lease.fetch(self._lists([queue]))
         if got is None:
