@@ -2,8 +2,8 @@
 
 kombu reads a channel's pub/sub connection when its event loop saw the socket it registered turn
 readable, with redis-py's blocking read (no timeout). After a Redis restart or a Sentinel failover
-the connection can have been dropped and reopened behind the loop's back (redis-py reconnects and
-subscribes again by itself), so the readable socket is not the one that is read: the worker's main
+the connection can have been dropped and reopened behind the loop's back (a health check's PING
+reconnects in redis-py), so the readable socket is not the one that is read: the worker's main
 thread then waited for good on a quiet socket, fetching nothing while its lease thread kept it
 looking alive (seen in the Sentinel failover test under load, a py-spy dump of the hung worker
 ending in that read). The channel must raise a connection error instead, which Celery's consumer

@@ -199,9 +199,9 @@ class LeasedFetch:
         The event loop calls this when the socket it registered turned readable, and kombu then
         reads with redis-py's blocking read, which has no timeout. After a restart or a failover
         redis-py may have reopened the connection by itself (a health check's PING reconnects):
-        the new socket is quiet and not subscribed, and that read waited for good, with the
-        worker's main thread, while its lease thread kept it looking alive. A dropped or reopened
-        connection is a lost connection: raised, so Celery's consumer connects again.
+        nothing arrives on the new socket, and that read waited for good, with the worker's main
+        thread, while its lease thread kept it looking alive. A dropped or reopened connection is
+        a lost connection: raised, so Celery's consumer connects again.
         """
         chan: Any = self
         conn = c.connection
