@@ -1,14 +1,19 @@
-"""The side-by-side session ceiling: a job's own session calls replayed on every core at once, nothing else.
+"""The side-by-side session estimate: a job's own session calls replayed on every core at once, nothing else.
 
 The uncontended ceiling (each call timed alone, the sum spread over the cores) assumes
 the cores run calls side by side at one call's lone speed. They do not quite: two calls
 at once share the memory bus and the last-level cache. This module measures what they
-do reach. ``CallRecorder`` keeps the calls a pipeline makes over a few images (the very
+do then. ``CallRecorder`` keeps the calls a pipeline makes over a few images (the very
 input tensors, copied); ``replay`` then runs those calls again from ``threads`` threads
 pulling from one queue, as the inference threads do, with no decoding, pre- or
-post-processing beside them. Its time per image is the most any scheduler could get
-out of these sessions on this machine.
-"""
+post-processing beside them.
+
+It is an estimate, not a bound. Replayed alone on one thread the calls take what they took
+in the pipeline, but with model arithmetic on every core at once they run slower than where a
+pipeline's decode, pre- and post-processing sit between them: on the full job, the pool's calls
+replayed two at once took 8-12% longer than the pool's own steps, those calls
+with their pre- and post-processing (README, "The full job"), and assetq has come out over
+100% of this estimate on the faces job too."""
 
 from __future__ import annotations
 

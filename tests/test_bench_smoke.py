@@ -317,3 +317,36 @@ def test_the_decode_section_times_both_decoders_and_checks_their_pixels() -> Non
     datas = [hostile.jpeg(hostile.noise(300, 400, seed=s), quality=85) for s in range(3)]
     assert same_pixels(datas, 0) and same_pixels(datas, 100)
     assert cpu_ms(datas, lambda d: decode_image(d, 10_000_000, pillow_only=True)) > 0
+
+
+def test_the_faces_report_bounds_with_the_session_time_and_calls_the_replay_an_estimate(
+    bench: tuple[BenchEnv, list[Path]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The faces tables from figures made up here (the section itself takes ~12 min): every table prints,
+    and the ratios and notes are what the figures give."""
+    from benchmarks.face_sets import FACE_SETS
+    from benchmarks.faces_report import FacesShape, SetResult, report
+
+    env, _ = bench
+    run = Run(env, TINY, chunk_size=16, intra_op_threads=1, concurrency=2)
+    results = []
+    for face_set in FACE_SETS:
+        r = SetResult(face_set, 120, whole_images=face_set.whole_command_images, agreement="faces 10/10")
+        r.min_cosine, r.session_ms, r.decode_ms, r.side_by_side_ms = 1.0, 40.0, 10.0, 45.0
+        for name, seconds in (("peer", 12.0), ("naive", 13.0), ("inprocess", 6.0), ("one_call", 7.0)):
+            r.keep(name, seconds)
+        for name, seconds in (("processes", 6.5), ("distributed", 6.2)):
+            r.keep(name, seconds)
+        r.keep("whole_run", face_set.whole_command_images / 20 * 1.1)
+        r.keep("whole_submit", face_set.whole_command_images / 20 * 1.2)
+        results.append(r)
+    memory = {"peer-style baseline": 500.0, "assetq worker (1 pool process)": 400.0}
+    report(run, FacesShape(threads=2, processes=2), results, memory, {"run": 0.2, "submit": 0.2})
+    printed = capsys.readouterr().out
+    assert "It is an estimate, not a bound" in printed
+    assert "nan" not in printed.split("Session-time ceiling")[1].split("Peak")[0]
+    # 120 images in 6 s = 50 ms/image against a 40 ms ceiling: 80%; the peer's 100 ms/image over 40: 2.50x.
+    assert run.ratios["faces_ceiling_pct"] == pytest.approx(80.0)
+    assert "2.50x / 2.22x; 2.00x" in printed  # session / + decode (40 + 10/2); side by side + decode (45 + 5)
+    assert run.ratios["faces_memory_headroom"] == pytest.approx(1.25)
+    assert any("side-by-side session estimate with decode, least of the sets: 100%" in n for n in run.notes)
