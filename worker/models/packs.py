@@ -192,7 +192,7 @@ PACKS: dict[str, Pack] = {
                     "cd6a65c29e0b5d49844eaa3b5e24fe2cf3be31eb0c24a8f9a877b6164507cdb0",
                 ),
             ),
-            notes="tiny OpenCLIP-style ViT (64 px, 8 px patches) + text tower, trained on 8 shapes x 8 colours only",
+            notes="tiny OpenCLIP-style ViT (48 px, 6 px patches) + text tower, trained on 8 shapes x 8 colours only",
         ),
     )
 }

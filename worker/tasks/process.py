@@ -13,8 +13,9 @@ Every delivery ends in exactly one of these, so no asset is left pending:
 * a payload that is not a chunk: dead letter under ``_invalid``;
 * a worker killed mid-task (SIGKILL, out-of-memory killer, hard time limit):
   the message is requeued by Celery (``reject_on_worker_lost``,
-  ``acks_on_timeout=False``) or restored by Redis after the visibility
-  timeout. Deliveries that never finished are counted per chunk; past
+  ``acks_on_timeout=False``) or, when the whole worker died, put back by
+  another worker once its lease lapses or its process is found gone
+  (``worker/leases.py``). Deliveries that never finished are counted per chunk; past
   ``max_deliveries`` a multi-asset chunk is split into one-asset chunks so
   the asset that kills workers is isolated, and a one-asset chunk is
   dead-lettered as ``poison`` instead of looping. On RabbitMQ the broker counts
