@@ -235,14 +235,15 @@ class Settings(BaseSettings):
         10.0,
         ge=0,
         description="`/predict` image requests for the same tasks arriving within this window "
-        "are sent as one chunk (up to ASSETQ_CHUNK_SIZE images).",
+        "are sent together: a chunk per live pool process while there are enough, each of at most "
+        "ASSETQ_CHUNK_SIZE images.",
     )
     api_body_timeout_s: float = Field(
         30.0, gt=0, description="A client that takes longer to send its request body gets a 408."
     )
     api_max_request_bytes: int = Field(
         64 * 1024 * 1024,
-        description="Largest request body on the `/v1` API (a `/predict` upload: ASSETQ_MAX_IMAGE_BYTES).",
+        description="Largest request body `assetq serve` reads (a `/predict` upload: ASSETQ_MAX_IMAGE_BYTES).",
     )
 
     @field_validator("image_extensions")
